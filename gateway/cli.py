@@ -1,0 +1,222 @@
+"""The `vs121-gateway` command line. Its options and output formats are a stable contract."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from gateway import __version__
+from gateway.codec.result import DecodeResult, new_result
+from gateway.codec.vs121_downlink import command_from_json, encode_commands
+from gateway.codec.vs121_uplink import decode_uplink
+from gateway.codec.vs121p import parse_report_bytes
+from gateway.errors import ConfigError, EncodeError
+from gateway.pointdocs import (
+    render_csv,
+    render_ede,
+    render_modbus_csv,
+    render_modbus_markdown,
+    render_table,
+)
+from gateway.settings import Settings, load_default, load_settings
+from objects.pointmap import resolve
+
+EXIT_OK = 0
+EXIT_DECODE_ERRORS = 1  # at least one payload had errors (its line is still printed)
+EXIT_USAGE = 2  # bad arguments, bad command JSON, bad configuration
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vs121-gateway",
+        description="Milesight VS121 / VS121-P occupancy sensors on BACnet/IP and Modbus.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="run the gateway",
+        description="Run the gateway. Without --config it runs the embedded loopback demo.",
+    )
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+
+    dec = sub.add_parser(
+        "decode",
+        help="decode VS121 uplinks (hex/base64) or VS121-P JSON",
+        description=(
+            "Decode each payload given as an argument, or one per line from standard input, and "
+            "print one JSON object per payload: {data, warnings, errors}. Exit status 1 if any "
+            "payload had errors."
+        ),
+    )
+    dec.add_argument("payloads", nargs="*", metavar="HEX", help="payloads (hex, or base64)")
+    dec.add_argument("--fport", type=int, default=85, help="LoRaWAN fPort (default 85)")
+    dec.add_argument("--base64", action="store_true", help="payloads are base64, not hex")
+    dec.add_argument(
+        "--vs121p",
+        metavar="FILE",
+        help="decode a VS121-P JSON report from FILE ('-' for standard input)",
+    )
+
+    enc = sub.add_parser(
+        "encode",
+        help="encode a downlink command to hex",
+        description=(
+            "Encode a command (a JSON object, or a list of them sent in one downlink) and print "
+            'the hex, e.g. \'{"command": "reset_cumulative_count"}\'.'
+        ),
+    )
+    enc.add_argument("command_json", metavar="JSON")
+
+    pts = sub.add_parser(
+        "points",
+        help="print the point list, EDE file or Modbus map",
+        description="Print the points generated from the catalog for the configured sensors.",
+    )
+    pts.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+    pts.add_argument(
+        "--format",
+        choices=["table", "csv", "ede", "modbus", "modbus-csv"],
+        default="table",
+        help="table (default), csv, ede (BACnet EDE 2.3), modbus (Markdown), modbus-csv",
+    )
+
+    chk = sub.add_parser(
+        "check-config",
+        help="validate a configuration file",
+        description="Print every problem with its key, value and what is allowed.",
+    )
+    chk.add_argument("config", type=Path)
+    return p
+
+
+def _load(path: Path | None) -> Settings:
+    return load_settings(path) if path is not None else load_default()
+
+
+def _decode_one(text: str, fport: int, as_base64: bool) -> DecodeResult:
+    text = text.strip()
+    try:
+        raw = (
+            base64.b64decode(text, validate=True)
+            if as_base64
+            else bytes.fromhex(text.replace(" ", ""))
+        )
+    except (ValueError, binascii.Error) as exc:
+        result = new_result()
+        kind = "base64" if as_base64 else "hex"
+        result["errors"].append(f"payload is not valid {kind}: {exc}")
+        return result
+    return decode_uplink(raw, fport)
+
+
+def _emit(results: Iterable[DecodeResult], out: TextIO) -> int:
+    status = EXIT_OK
+    for r in results:
+        out.write(json.dumps(r, separators=(",", ":")) + "\n")
+        out.flush()
+        if r["errors"]:
+            status = EXIT_DECODE_ERRORS
+    return status
+
+
+def cmd_decode(args: argparse.Namespace, out: TextIO) -> int:
+    if args.vs121p is not None:
+        if args.vs121p == "-":
+            body = sys.stdin.buffer.read()
+        else:
+            try:
+                body = Path(args.vs121p).read_bytes()
+            except OSError as exc:
+                print(f"vs121-gateway decode: {args.vs121p}: {exc.strerror}", file=sys.stderr)
+                return EXIT_USAGE
+        return _emit([parse_report_bytes(body)], out)
+    lines: Iterable[str] = args.payloads or (ln for ln in sys.stdin if ln.strip())
+    return _emit((_decode_one(t, args.fport, args.base64) for t in lines), out)
+
+
+def cmd_encode(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        obj = json.loads(args.command_json)
+    except json.JSONDecodeError as exc:
+        print(f"vs121-gateway encode: not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    items = obj if isinstance(obj, list) else [obj]
+    try:
+        commands = [command_from_json(item) for item in items]
+        out.write(encode_commands(commands).hex() + "\n")
+    except EncodeError as exc:
+        print(f"vs121-gateway encode: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
+    settings = _load(args.config)
+    points = resolve(settings.sensor_specs())
+    order = settings.modbus.word_order
+    fmt = args.format
+    if fmt == "table":
+        out.write(render_table(points))
+    elif fmt == "csv":
+        out.write(render_csv(points))
+    elif fmt == "ede":
+        out.write(
+            render_ede(
+                points,
+                device_instance=settings.bacnet.device_instance,
+                device_name=settings.bacnet.device_name,
+                project=settings.gateway.name,
+            )
+        )
+    elif fmt == "modbus":
+        out.write(render_modbus_markdown(points, order))
+    else:
+        out.write(render_modbus_csv(points, order))
+    return EXIT_OK
+
+
+def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    settings = load_settings(args.config)
+    n = len(settings.sensors)
+    out.write(f"{args.config}: OK ({n} sensor{'s' if n != 1 else ''})\n")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.demo import run_demo  # noqa: PLC0415  (keeps the codec commands light)
+
+    return run_demo(_load(args.config), out)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "decode": cmd_decode,
+    "encode": cmd_encode,
+    "points": cmd_points,
+    "check-config": cmd_check_config,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, sys.stdout)
+    except ConfigError as exc:
+        print(f"configuration error:\n{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Configuration: a TOML file plus ``VS121GW_`` environment overrides, validated strictly.
+
+Every problem is reported with its key, the bad value and what is allowed (see `describe_errors`).
+The embedded default (no file) is a loopback demo that needs no hardware and no broker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from gateway.errors import ConfigError
+from objects.catalog import MAX_REGIONS, Model
+from objects.pointmap import SensorSpec, find_conflicts, resolve
+
+ENV_PREFIX = "VS121GW_"
+_EUI = re.compile(r"^[0-9a-f]{16}$")
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewaySection(_Strict):
+    name: str = Field("VS121 Gateway", min_length=1, max_length=64)
+    state_dir: Path = Path("state")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class BbmdSection(_Strict):
+    address: str
+    port: int = Field(47808, ge=1, le=65535)
+    ttl: int = Field(300, ge=30, le=65535)
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, v: str) -> str:
+        ipaddress.IPv4Address(v)
+        return v
+
+
+class BacnetSection(_Strict):
+    enabled: bool = True
+    # Address with its prefix length, so the stack derives the subnet and hears broadcasts.
+    address: str = "127.0.0.1/8"
+    port: int = Field(47808, ge=1, le=65535)
+    broadcast: str = "127.255.255.255"
+    device_instance: int = Field(121000, ge=0, le=4194302)
+    device_name: str = Field("VS121 Gateway", min_length=1, max_length=64)
+    description: str = "Milesight VS121 occupancy sensors"
+    location: str = ""
+    vendor_id: int = Field(999, ge=0, le=65535)
+    password: str | None = Field(None, min_length=1, max_length=20)
+    bbmd: BbmdSection | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _interface(cls, v: str) -> str:
+        if "/" not in v:
+            raise ValueError("give the prefix length too, e.g. 192.168.1.10/24")
+        ipaddress.IPv4Interface(v)
+        return v
+
+    @field_validator("broadcast")
+    @classmethod
+    def _bcast(cls, v: str) -> str:
+        ipaddress.IPv4Address(v)
+        return v
+
+
+class ModbusTcpSection(_Strict):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(5020, ge=1, le=65535)
+
+
+class ModbusRtuSection(_Strict):
+    enabled: bool = False
+    port: str = "/dev/ttyUSB0"
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    unit_id: int = Field(1, ge=1, le=247)
+    # At start-up, a missing port is either a fatal error or something to wait for.
+    missing_port: Literal["fail", "wait"] = "wait"
+
+
+class ModbusSection(_Strict):
+    word_order: Literal["high_first", "low_first"] = "high_first"
+    tcp: ModbusTcpSection = ModbusTcpSection()
+    rtu: ModbusRtuSection = ModbusRtuSection()
+
+
+class PointOverride(_Strict):
+    name: str | None = Field(None, min_length=1, max_length=64)
+    instance: int | None = Field(None, ge=0, le=4194302)
+    cov_increment: float | None = Field(None, gt=0)
+
+
+class SensorSection(_Strict):
+    id: str
+    name: str = Field(min_length=1, max_length=40)
+    number: int = Field(ge=1, le=4193)
+    model: Literal["vs121", "vs121-p"]
+    dev_eui: str | None = None
+    serial: str | None = None
+    region_count: int = Field(MAX_REGIONS, ge=0, le=MAX_REGIONS)
+    report_interval: int = Field(600, ge=5, le=86400)
+    stale_after: int | None = Field(None, ge=10, le=7 * 86400)
+    exclude_points: list[str] = []
+    points: dict[str, PointOverride] = {}
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("use 1-64 letters, digits, '_', '.', '-'")
+        return v
+
+    @field_validator("dev_eui")
+    @classmethod
+    def _eui(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        norm = re.sub(r"[^0-9A-Fa-f]", "", v).lower()
+        if not _EUI.match(norm):
+            raise ValueError("a DevEUI is 16 hex digits, e.g. 24e124538c123456")
+        return norm
+
+    @model_validator(mode="after")
+    def _identity(self) -> Self:
+        if self.model == "vs121" and self.dev_eui is None:
+            raise ValueError(f"sensor {self.id!r}: a vs121 (LoRaWAN) sensor needs dev_eui")
+        if self.model == "vs121-p" and self.serial is None and self.dev_eui is None:
+            raise ValueError(f"sensor {self.id!r}: a vs121-p sensor needs serial (its device_sn)")
+        return self
+
+    @property
+    def stale_seconds(self) -> int:
+        """Stale after this long without a report: configured, or 2.5 report intervals."""
+        return self.stale_after if self.stale_after is not None else int(self.report_interval * 2.5)
+
+    def spec(self) -> SensorSpec:
+        overrides = self.points
+        return SensorSpec(
+            id=self.id,
+            name=self.name,
+            number=self.number,
+            model=Model(self.model),
+            region_count=self.region_count,
+            exclude=frozenset(self.exclude_points),
+            names={k: o.name for k, o in overrides.items() if o.name is not None},
+            cov_increments={
+                k: o.cov_increment for k, o in overrides.items() if o.cov_increment is not None
+            },
+            instances={k: o.instance for k, o in overrides.items() if o.instance is not None},
+        )
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Environment variables override the file, e.g.
+    ``VS121GW_BACNET__PORT=47809``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    gateway: GatewaySection = GatewaySection()
+    bacnet: BacnetSection = BacnetSection()
+    modbus: ModbusSection = ModbusSection()
+    sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file (passed as init kwargs).
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        problems: list[str] = []
+        for attr in ("id", "number", "dev_eui", "serial"):
+            seen: dict[object, int] = {}
+            for i, s in enumerate(self.sensors):
+                value = getattr(s, attr)
+                if value is None:
+                    continue
+                if value in seen:
+                    problems.append(
+                        f"sensors[{i}].{attr}: {value!r} is already used by sensors[{seen[value]}]"
+                    )
+                seen.setdefault(value, i)
+        if not problems:
+            problems.extend(find_conflicts(resolve([s.spec() for s in self.sensors])))
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def sensor_specs(self) -> list[SensorSpec]:
+        return [s.spec() for s in self.sensors]
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """One line per problem: the key, the bad value and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        key = _key(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown key (not a setting; check the spelling)")
+            continue
+        value = err.get("input")
+        shown = _short(value)
+        lines.append(f"{key} = {shown}: {msg}" if key != "(top level)" else msg)
+    return lines
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key or "(top level)"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load and validate; raises ConfigError whose message lists every problem, one per line."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f"{path}: " if path else ""
+        raise ConfigError("\n".join(where + line for line in describe_errors(exc))) from None
+
+
+DEFAULT_CONFIG_NAME = "default.toml"
+
+
+def default_config_text() -> str:
+    """The embedded default configuration (the loopback demo)."""
+    from importlib.resources import files  # noqa: PLC0415
+
+    return files("gateway").joinpath(DEFAULT_CONFIG_NAME).read_text(encoding="utf-8")
+
+
+def load_default() -> Settings:
+    try:
+        return Settings(**tomllib.loads(default_config_text()))
+    except ValidationError as exc:
+        raise ConfigError("\n".join(describe_errors(exc))) from None

@@ -1,0 +1,1 @@
+"""The declarative point catalog (no I/O): what every sensor model exposes, and where."""

@@ -1,0 +1,449 @@
+"""The point catalog: every value the gateway serves, declared once.
+
+BACnet objects, the Modbus register map, the EDE export and the documentation tables are all
+generated from these tables (see `objects.pointmap`). Nothing here does I/O.
+
+Addressing is stable by construction: a point's BACnet instance is
+``sensor.number * BACNET_BLOCK + bacnet_offset`` and its Modbus address is
+``sensor.number * MODBUS_BLOCK + modbus_offset``; neither depends on list order, on which sensors
+exist, or on arrival order. The gateway's own points use number 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Instance and address blocks per sensor number. Changing either is a breaking change for every
+# installed BMS database and PLC program, so they are constants, not settings.
+BACNET_BLOCK = 1000
+MODBUS_BLOCK = 200
+MAX_REGIONS = 16
+
+
+class Model(StrEnum):
+    """Sensor models; GATEWAY is the pseudo-model of the gateway's own points (number 0)."""
+
+    VS121 = "vs121"
+    VS121_P = "vs121-p"
+    GATEWAY = "gateway"
+
+
+class ObjectType(StrEnum):
+    """BACnet object types the catalog uses (BACnet's own hyphenated names)."""
+
+    ANALOG_INPUT = "analog-input"
+    ANALOG_VALUE = "analog-value"
+    BINARY_INPUT = "binary-input"
+    BINARY_VALUE = "binary-value"
+    BINARY_OUTPUT = "binary-output"
+    DATETIME_VALUE = "datetime-value"
+
+
+class Units(StrEnum):
+    """BACnet engineering units (bacpypes3 spelling) used by the catalog."""
+
+    NO_UNITS = "noUnits"
+    SECONDS = "seconds"
+
+
+class ModbusKind(StrEnum):
+    """Where a point appears on Modbus.
+
+    REGISTER points appear at the same address in the input registers (function 4) and in the
+    holding registers (function 3), because many PLCs only read holding registers; only writable
+    ones accept writes (function 6/16). BIT points are discrete inputs (function 2), or coils
+    (functions 1/5/15) when writable.
+    """
+
+    REGISTER = "register"
+    BIT = "bit"
+
+
+class Source(StrEnum):
+    """Who produces a point's value."""
+
+    SENSOR = "sensor"  # a field of the decoded sensor data
+    GATEWAY = "gateway"  # computed or kept by the gateway (totals, status, freshness)
+    COMMAND = "command"  # a writable setting or action
+
+
+@dataclass(frozen=True, slots=True)
+class ModbusSpec:
+    """A point's Modbus placement inside its sensor's block."""
+
+    kind: ModbusKind
+    offset: int
+    width: int = 1  # registers; 2 = 32-bit, word order set in the Modbus configuration
+    scale: int = 1  # register value = round(value * scale)
+    signed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One value a sensor (or the gateway) exposes.
+
+    ``key`` and ``name`` may contain ``{n}`` for per-region points, which expand to regions
+    1..region_count; region n then sits at BACnet offset + (n - 1) and at Modbus offset
+    + (n - 1) * width, whatever region_count is, so mapping more regions later moves nothing.
+    """
+
+    key: str
+    name: str
+    object_type: ObjectType
+    bacnet_offset: int
+    description: str
+    modbus: ModbusSpec | None
+    units: Units = Units.NO_UNITS
+    cov_increment: float | None = None  # analog points only
+    writable: bool = False
+    per_region: bool = False
+    source: Source = Source.SENSOR
+    minimum: float | None = None  # writable points: allowed range
+    maximum: float | None = None
+    models: frozenset[Model] = frozenset({Model.VS121, Model.VS121_P})
+
+    @property
+    def is_analog(self) -> bool:
+        return self.object_type in (ObjectType.ANALOG_INPUT, ObjectType.ANALOG_VALUE)
+
+
+def _reg(offset: int, width: int = 1, *, signed: bool = False) -> ModbusSpec:
+    return ModbusSpec(ModbusKind.REGISTER, offset, width, signed=signed)
+
+
+def _bit(offset: int) -> ModbusSpec:
+    return ModbusSpec(ModbusKind.BIT, offset)
+
+
+_AI = ObjectType.ANALOG_INPUT
+_BOTH = frozenset({Model.VS121, Model.VS121_P})
+_LORA = frozenset({Model.VS121})
+_POE = frozenset({Model.VS121_P})
+
+_FLOWS = [f"{a}_to_{b}" for a in "abcd" for b in "abcd"]
+
+SENSOR_POINTS: tuple[Point, ...] = (
+    # -- health -----------------------------------------------------------------------------
+    Point(
+        "online",
+        "{sensor} Online",
+        ObjectType.BINARY_INPUT,
+        0,
+        "Active while the sensor has reported within its stale-after time",
+        _bit(0),
+        source=Source.GATEWAY,
+    ),
+    Point(
+        "status",
+        "{sensor} Status Word",
+        _AI,
+        17,
+        "Bit 0 online, bit 1 stale, bit 2 never reported since the gateway started",
+        _reg(0),
+        cov_increment=1,
+        source=Source.GATEWAY,
+    ),
+    Point(
+        "seconds_since_report",
+        "{sensor} Seconds Since Report",
+        _AI,
+        15,
+        "Seconds since the last report was received, saturating at 65535",
+        _reg(1),
+        units=Units.SECONDS,
+        cov_increment=60,
+        source=Source.GATEWAY,
+    ),
+    Point(
+        "last_report",
+        "{sensor} Last Report",
+        ObjectType.DATETIME_VALUE,
+        16,
+        "Time the last report was received (Modbus: unix seconds, 32-bit)",
+        _reg(2, 2),
+        source=Source.GATEWAY,
+    ),
+    # -- occupancy --------------------------------------------------------------------------
+    Point(
+        "people_count_all",
+        "{sensor} People Count",
+        _AI,
+        1,
+        "People currently detected in the whole detection area",
+        _reg(4),
+        cov_increment=1,
+    ),
+    Point(
+        "people_count_max",
+        "{sensor} Max People In Interval",
+        _AI,
+        2,
+        "Highest people count during the last reporting interval",
+        _reg(5),
+        cov_increment=1,
+    ),
+    Point(
+        "region_count",
+        "{sensor} Mapped Regions",
+        _AI,
+        3,
+        "Number of mapped regions the sensor reports",
+        _reg(6),
+        cov_increment=1,
+    ),
+    Point(
+        "region_{n}",
+        "{sensor} Region {n} Occupied",
+        ObjectType.BINARY_INPUT,
+        101,
+        "Active while region {n} is occupied",
+        _bit(1),
+        per_region=True,
+    ),
+    Point(
+        "region_{n}_count",
+        "{sensor} Region {n} People",
+        _AI,
+        101,
+        "People currently detected in region {n}",
+        _reg(24),
+        cov_increment=1,
+        per_region=True,
+    ),
+    # -- dwell time -------------------------------------------------------------------------
+    Point(
+        "dwell_time_avg",
+        "{sensor} Dwell Time Average",
+        _AI,
+        4,
+        "Average dwell time over all regions in the last interval",
+        _reg(7, 2),
+        units=Units.SECONDS,
+        cov_increment=5,
+        models=_LORA,
+    ),
+    Point(
+        "dwell_time_max",
+        "{sensor} Dwell Time Maximum",
+        _AI,
+        5,
+        "Longest dwell time over all regions in the last interval",
+        _reg(9, 2),
+        units=Units.SECONDS,
+        cov_increment=5,
+        models=_LORA,
+    ),
+    Point(
+        "region_{n}_dwell_time_avg",
+        "{sensor} Region {n} Dwell Time Average",
+        _AI,
+        201,
+        "Average dwell time in region {n} in the last interval",
+        _reg(56, 2),
+        units=Units.SECONDS,
+        cov_increment=5,
+        per_region=True,
+        models=_POE,
+    ),
+    Point(
+        "region_{n}_dwell_time_max",
+        "{sensor} Region {n} Dwell Time Maximum",
+        _AI,
+        301,
+        "Longest dwell time in region {n} in the last interval",
+        _reg(88, 2),
+        units=Units.SECONDS,
+        cov_increment=5,
+        per_region=True,
+        models=_POE,
+    ),
+    # -- line crossing ----------------------------------------------------------------------
+    Point(
+        "people_in",
+        "{sensor} Line In Interval",
+        _AI,
+        6,
+        "People who crossed the line inwards during the last reporting interval",
+        _reg(11),
+        cov_increment=1,
+    ),
+    Point(
+        "people_out",
+        "{sensor} Line Out Interval",
+        _AI,
+        7,
+        "People who crossed the line outwards during the last reporting interval",
+        _reg(12),
+        cov_increment=1,
+    ),
+    Point(
+        "line_in",
+        "{sensor} Line In Last Trigger",
+        _AI,
+        8,
+        "Inward crossings carried by the last trigger report",
+        _reg(13),
+        cov_increment=1,
+    ),
+    Point(
+        "line_out",
+        "{sensor} Line Out Last Trigger",
+        _AI,
+        9,
+        "Outward crossings carried by the last trigger report",
+        _reg(14),
+        cov_increment=1,
+    ),
+    Point(
+        "people_total_in",
+        "{sensor} Sensor Total In",
+        _AI,
+        10,
+        "Accumulated inward crossings as counted by the sensor itself",
+        _reg(15, 2),
+        cov_increment=1,
+    ),
+    Point(
+        "people_total_out",
+        "{sensor} Sensor Total Out",
+        _AI,
+        11,
+        "Accumulated outward crossings as counted by the sensor itself",
+        _reg(17, 2),
+        cov_increment=1,
+    ),
+    Point(
+        "gateway_total_in",
+        "{sensor} Total In",
+        _AI,
+        12,
+        "Inward crossings accumulated by the gateway since the last reset (32-bit, kept across "
+        "restarts, each crossing counted once)",
+        _reg(19, 2),
+        cov_increment=1,
+        source=Source.GATEWAY,
+    ),
+    Point(
+        "gateway_total_out",
+        "{sensor} Total Out",
+        _AI,
+        13,
+        "Outward crossings accumulated by the gateway since the last reset (32-bit, kept across "
+        "restarts, each crossing counted once)",
+        _reg(21, 2),
+        cov_increment=1,
+        source=Source.GATEWAY,
+    ),
+    Point(
+        "line_occupancy",
+        "{sensor} Line Occupancy",
+        _AI,
+        14,
+        "Total In minus Total Out, floored at zero: people inside by line counting",
+        _reg(23),
+        cov_increment=1,
+        source=Source.GATEWAY,
+    ),
+    # -- people flow ------------------------------------------------------------------------
+    *(
+        Point(
+            flow,
+            "{sensor} Flow " + flow.replace("_to_", " To ").upper().replace(" TO ", " to "),
+            _AI,
+            401 + i,
+            f"People who went from area {flow[0].upper()} to area {flow[-1].upper()} in the last "
+            "interval",
+            _reg(40 + i),
+            cov_increment=1,
+        )
+        for i, flow in enumerate(_FLOWS)
+    ),
+    # -- commands ---------------------------------------------------------------------------
+    Point(
+        "reset_counts",
+        "{sensor} Reset Counts",
+        ObjectType.BINARY_VALUE,
+        1,
+        "Write active (1) to reset the gateway's totals and ask the sensor to reset its own; "
+        "reads back inactive",
+        _bit(20),
+        writable=True,
+        source=Source.COMMAND,
+    ),
+)
+
+GATEWAY_POINTS: tuple[Point, ...] = (
+    Point(
+        "heartbeat",
+        "Gateway Heartbeat",
+        _AI,
+        1,
+        "Counts seconds while the gateway runs, wrapping at 65535",
+        _reg(0),
+        cov_increment=60,
+        source=Source.GATEWAY,
+        models=frozenset({Model.GATEWAY}),
+    ),
+    Point(
+        "uptime",
+        "Gateway Uptime",
+        _AI,
+        2,
+        "Seconds since the gateway started",
+        _reg(1, 2),
+        units=Units.SECONDS,
+        cov_increment=60,
+        source=Source.GATEWAY,
+        models=frozenset({Model.GATEWAY}),
+    ),
+    Point(
+        "version",
+        "Gateway Version",
+        _AI,
+        3,
+        "Gateway version as major * 10000 + minor * 100 + patch",
+        _reg(3, 2),
+        cov_increment=1,
+        source=Source.GATEWAY,
+        models=frozenset({Model.GATEWAY}),
+    ),
+    Point(
+        "sensors_configured",
+        "Gateway Sensors Configured",
+        _AI,
+        4,
+        "Number of sensors in the configuration",
+        _reg(5),
+        cov_increment=1,
+        source=Source.GATEWAY,
+        models=frozenset({Model.GATEWAY}),
+    ),
+    Point(
+        "sensors_online",
+        "Gateway Sensors Online",
+        _AI,
+        5,
+        "Number of sensors that reported within their stale-after time",
+        _reg(6),
+        cov_increment=1,
+        source=Source.GATEWAY,
+        models=frozenset({Model.GATEWAY}),
+    ),
+)
+
+
+def points_for(model: Model) -> tuple[Point, ...]:
+    """The catalog points a model exposes, in catalog order."""
+    table = GATEWAY_POINTS if model is Model.GATEWAY else SENSOR_POINTS
+    return tuple(p for p in table if model in p.models)
+
+
+def modbus_block_span() -> int:
+    """Registers one sensor's block really uses (so tests can prove it fits MODBUS_BLOCK)."""
+    end = 0
+    for p in SENSOR_POINTS:
+        if p.modbus and p.modbus.kind is ModbusKind.REGISTER:
+            last = p.modbus.offset + p.modbus.width * (MAX_REGIONS if p.per_region else 1)
+            end = max(end, last)
+    return end

@@ -1,0 +1,205 @@
+"""Expands the catalog for the configured sensors into concrete points.
+
+Every sink (BACnet objects, Modbus registers, the EDE file, the register-map docs) reads the
+result of `resolve`, so they cannot drift apart. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from objects.catalog import (
+    BACNET_BLOCK,
+    MAX_REGIONS,
+    MODBUS_BLOCK,
+    Model,
+    ModbusKind,
+    ObjectType,
+    Point,
+    Units,
+    points_for,
+)
+
+GATEWAY_NUMBER = 0
+MAX_BACNET_INSTANCE = 4_194_302
+MAX_MODBUS_ADDRESS = 65_535
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    """What the point map needs to know about one configured sensor."""
+
+    id: str
+    name: str
+    number: int
+    model: Model
+    region_count: int = MAX_REGIONS
+    exclude: frozenset[str] = frozenset()  # point keys; a template key ("region_{n}") drops all
+    names: Mapping[str, str] = field(default_factory=dict)  # expanded key -> object name
+    cov_increments: Mapping[str, float] = field(default_factory=dict)
+    instances: Mapping[str, int] = field(default_factory=dict)  # expanded key -> instance
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPoint:
+    """One concrete point of one sensor (or of the gateway, sensor_number 0)."""
+
+    sensor_id: str
+    sensor_number: int
+    key: str
+    region: int | None
+    point: Point
+    name: str
+    description: str
+    instance: int
+    cov_increment: float | None
+    modbus_address: int | None
+
+    @property
+    def object_type(self) -> ObjectType:
+        return self.point.object_type
+
+    @property
+    def units(self) -> Units:
+        return self.point.units
+
+    @property
+    def writable(self) -> bool:
+        return self.point.writable
+
+    @property
+    def modbus_kind(self) -> ModbusKind | None:
+        return self.point.modbus.kind if self.point.modbus else None
+
+    @property
+    def modbus_width(self) -> int:
+        return self.point.modbus.width if self.point.modbus else 0
+
+
+def _expand(point: Point, region_count: int) -> Iterable[tuple[str, int | None]]:
+    if not point.per_region:
+        yield point.key, None
+        return
+    for n in range(1, min(region_count, MAX_REGIONS) + 1):
+        yield point.key.format(n=n), n
+
+
+def _resolve_one(
+    spec_id: str,
+    display: str,
+    number: int,
+    point: Point,
+    key: str,
+    region: int | None,
+    spec: SensorSpec | None,
+) -> ResolvedPoint:
+    step = 0 if region is None else region - 1
+    fmt = {"sensor": display, "n": region if region is not None else ""}
+    name = point.name.format(**fmt)
+    instance = number * BACNET_BLOCK + point.bacnet_offset + step
+    cov = point.cov_increment
+    if spec is not None:
+        name = spec.names.get(key, name)
+        instance = spec.instances.get(key, instance)
+        cov = spec.cov_increments.get(key, cov)
+    address = None
+    if point.modbus is not None:
+        address = number * MODBUS_BLOCK + point.modbus.offset + step * point.modbus.width
+    return ResolvedPoint(
+        sensor_id=spec_id,
+        sensor_number=number,
+        key=key,
+        region=region,
+        point=point,
+        name=name,
+        description=point.description.format(**fmt),
+        instance=instance,
+        cov_increment=cov,
+        modbus_address=address,
+    )
+
+
+def gateway_points(device_name: str = "Gateway") -> list[ResolvedPoint]:
+    """The gateway's own points (heartbeat, uptime, ...), at sensor number 0."""
+    return [
+        _resolve_one("", device_name, GATEWAY_NUMBER, p, p.key, None, None)
+        for p in points_for(Model.GATEWAY)
+    ]
+
+
+def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
+    """All points of one sensor, honouring its exclusions and overrides."""
+    out: list[ResolvedPoint] = []
+    for point in points_for(spec.model):
+        if point.key in spec.exclude:
+            continue
+        for key, region in _expand(point, spec.region_count):
+            if key in spec.exclude:
+                continue
+            out.append(_resolve_one(spec.id, spec.name, spec.number, point, key, region, spec))
+    return out
+
+
+def resolve(sensors: Sequence[SensorSpec], *, with_gateway: bool = True) -> list[ResolvedPoint]:
+    """Every point the gateway serves for these sensors, gateway points first."""
+    out = gateway_points() if with_gateway else []
+    for spec in sorted(sensors, key=lambda s: s.number):
+        out.extend(sensor_points(spec))
+    return out
+
+
+def modbus_tables(rp: ResolvedPoint) -> tuple[str, ...]:
+    """The Modbus tables a point appears in (registers are mirrored in input and holding)."""
+    kind = rp.modbus_kind
+    if kind is ModbusKind.REGISTER:
+        return ("input", "holding")
+    if kind is ModbusKind.BIT:
+        return ("coil",) if rp.writable else ("discrete",)
+    return ()
+
+
+def find_conflicts(points: Sequence[ResolvedPoint]) -> list[str]:
+    """Every duplicate BACnet identifier or name, overlapping or out-of-range Modbus address."""
+    problems: list[str] = []
+    seen_ids: dict[tuple[ObjectType, int], ResolvedPoint] = {}
+    seen_names: dict[str, ResolvedPoint] = {}
+    seen_cells: dict[tuple[str, int], ResolvedPoint] = {}
+
+    def who(rp: ResolvedPoint) -> str:
+        return f"{rp.sensor_id or 'gateway'}.{rp.key}"
+
+    for rp in points:
+        if not 0 <= rp.instance <= MAX_BACNET_INSTANCE:
+            problems.append(
+                f"{who(rp)}: BACnet instance {rp.instance} outside 0..{MAX_BACNET_INSTANCE}"
+            )
+        ident = (rp.object_type, rp.instance)
+        if ident in seen_ids:
+            problems.append(
+                f"{who(rp)}: BACnet {rp.object_type} {rp.instance} already used by "
+                f"{who(seen_ids[ident])}"
+            )
+        seen_ids.setdefault(ident, rp)
+        if rp.name in seen_names:
+            problems.append(
+                f"{who(rp)}: object name {rp.name!r} already used by {who(seen_names[rp.name])}"
+            )
+        seen_names.setdefault(rp.name, rp)
+        if rp.modbus_address is None:
+            continue
+        for table in modbus_tables(rp):
+            for cell in range(rp.modbus_address, rp.modbus_address + rp.modbus_width):
+                if cell > MAX_MODBUS_ADDRESS:
+                    problems.append(
+                        f"{who(rp)}: Modbus {table} address {cell} beyond {MAX_MODBUS_ADDRESS}"
+                    )
+                    break
+                if (table, cell) in seen_cells:
+                    other = seen_cells[(table, cell)]
+                    problems.append(
+                        f"{who(rp)}: Modbus {table} address {cell} overlaps {who(other)}"
+                    )
+                    break
+                seen_cells[(table, cell)] = rp
+    return problems
