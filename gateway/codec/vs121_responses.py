@@ -1,22 +1,25 @@
 """VS121 replies to configuration downlinks (channels 0xff, 0xfe, 0xf9, 0xf8).
 
-After a configuration downlink the device echoes the setting in its next uplink, in the downlink's own
-layout: `ff`/`fe` carry the general settings, `f9` the extended ones, and `f8` an extended one followed
-by a result byte (0 = applied; otherwise the device refused it). Field names, enum spellings and
-layouts are those of the vendor's public VS121 codec (Milesight-IoT/SensorDecoders,
-vs-series/vs121/vs121-decoder.js), so a reply the network server already decoded reads the same. An
-enum byte the codec does not know decodes to "unknown", as in that codec, and adds a warning.
+After a configuration downlink the device echoes the setting in its next uplink, in the
+downlink's own layout: `ff`/`fe` carry the general settings, `f9` the extended ones, and `f8` an
+extended one followed by a result byte (0 = applied; otherwise the device refused it). Field names,
+enum spellings and layouts are those of the vendor's public VS121 codec
+(Milesight-IoT/SensorDecoders, vs-series/vs121/vs121-decoder.js), so a reply the network server
+already decoded reads the same. An enum byte the codec does not know decodes to "unknown", as in
+that codec, and adds a warning.
 
-Where the vendor codec and the user guide disagree, the codec wins, because it is what the reference
-vectors were produced from: f9 95 is 6 bytes with a 3-byte time (guide: 5 bytes), f9 97 is enable then
-type (guide: type then enable), f9 99 is type, period, weekday (guide and vendor encoder: type,
-weekday, period), ff 46 has a 2-byte time (guide: 1 byte), and the log level is f9 88 with 1 byte
-(guide: f9 89 with 2 bytes; the vendor encoder sends f9 88 00 <level>).
+Where the vendor codec and the user guide disagree, the codec wins, because it is what the
+reference vectors were produced from: f9 95 is 6 bytes with a 3-byte time (guide: 5 bytes); f9 97
+is enable then type (guide: type then enable); f9 99 is type, period, weekday (guide and vendor
+encoder: type, weekday, period); ff 46 has a 2-byte time (guide: 1 byte); the log level is f9 88
+with 1 byte (guide: f9 89 with 2 bytes; the vendor encoder sends f9 88 00 <level>).
 
 Settings the guide documents as downlinks but the vendor VS121 codec lacks (ff 05, ff 11, ff 41,
 ff 42, f9 89) decode with the guide's layout and the names the vendor's sibling VS-series codecs use
 for the same channel (`lora_channel_mask_config`, `lora_port`, `wifi_enable`); ff 11 becomes
-`system_time` rather than their `timestamp`, which would overwrite the report's own timestamp.
+`system_time` rather than their `timestamp`, which would overwrite the report's own timestamp. The
+channel mask reads big-endian, bit i = channel i of the block, as the guide's example does
+("ff 00" enables channels 8-15), like the occupancy bitmap.
 
 Everything here is table-driven: `RESPONSE_TABLE` maps the 2-byte channel/type key to
 (data size, parser) exactly like the telemetry table it is merged into.
@@ -57,6 +60,10 @@ def _u8_plus_1(buf: bytes, pos: int, odd: list[str]) -> int:
 
 def _u16(buf: bytes, pos: int, odd: list[str]) -> int:
     return int(_U16(buf, pos)[0])
+
+
+def _u16_be(buf: bytes, pos: int, odd: list[str]) -> int:
+    return buf[pos] << 8 | buf[pos + 1]
 
 
 def _u24(buf: bytes, pos: int, odd: list[str]) -> int:
@@ -116,7 +123,7 @@ _Row = tuple[int, str, int, Reader, bool]
 _GENERAL: Final[tuple[_Row, ...]] = (  # channels 0xff and 0xfe
     (0x03, "from_now_on_report_interval", 2, _u16, False),
     (0x04, "confirm_mode_enable", 1, _enable("confirm_mode_enable"), False),
-    (0x05, "lora_channel_mask_config", 3, _record(("id", 0, _u8), ("mask", 1, _u16)), True),
+    (0x05, "lora_channel_mask_config", 3, _record(("id", 0, _u8), ("mask", 1, _u16_be)), True),
     (0x10, "reboot", 1, _yes, False),
     (0x11, "system_time", 4, _u32, False),
     (0x35, "d2d_key", 8, _hex8, False),
@@ -129,7 +136,8 @@ _GENERAL: Final[tuple[_Row, ...]] = (  # channels 0xff and 0xfe
     (0x45, "people_counting_report_mode", 1,
      _enum("people_counting_report_mode", {0: "zero_to_nonzero", 1: "once_result_change"}), False),
     (0x46, "people_count_jitter_config", 3,
-     _record(("enable", 0, _enable("people_count_jitter_config.enable")), ("time", 1, _u16)), False),
+     _record(("enable", 0, _enable("people_count_jitter_config.enable")), ("time", 1, _u16)),
+     False),
     (0x48, "line_detect_enable", 1, _enable("line_detect_enable"), False),
     (0x50, "region_people_counting_enable", 1, _enable("region_people_counting_enable"), False),
     (0x51, "clear_cumulative_count", 1, _yes, False),

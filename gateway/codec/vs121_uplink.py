@@ -10,10 +10,11 @@ Rules (see tests/data/README.md and the shared vectors README):
   names the channel (hex) and the byte offset; everything decoded before it is kept and nothing is
   made up from the cut item (no partial field, no empty history record).
 - A repeated item: the last one wins (history records append).
-- Occupancy: the bitmap's two bytes read big-endian, bit i = region i+1 ("00 a1" -> regions 1, 6, 8);
-  region_1..region_min(region_count, 16) are 0/1. A region_count above 16 or a bit set beyond
+- Occupancy: the bitmap's two bytes read big-endian, bit i = region i+1 ("00 a1" -> regions 1, 6,
+  8); region_1..region_min(region_count, 16) are 0/1. A region_count above 16 or a bit set beyond
   region_count is out of spec: decoded, with a warning.
-- 05 cc (people in/out this period) is unsigned, as the guide says (the vendor codec reads it signed).
+- 05 cc (people in/out this period) is unsigned, as the guide says (the vendor codec reads it
+  signed).
 - The application port is configurable on the device (ff 41), so any fPort 1..255 is decoded;
   fPort 0 carries MAC commands and is an error.
 - Never raises: every fault becomes an entry in `errors`.
@@ -108,9 +109,10 @@ def _put_occupancy(buf: bytes, pos: int, data: dict[str, Any], result: DecodeRes
     data["people_count_all"] = buf[pos]
     data["region_count"] = count
     if count <= 8:
-        data.update(zip(_REGION_PREFIX[count], _BYTE_BITS[low]))
-    else:
-        data.update(zip(_REGION_PREFIX[min(count, 16)], _BYTE_BITS[low] + _BYTE_BITS[high]))
+        data.update(zip(_REGION_PREFIX[count], _BYTE_BITS[low], strict=False))
+    else:  # zip stops at the last mapped region
+        bits = _BYTE_BITS[low] + _BYTE_BITS[high]
+        data.update(zip(_REGION_PREFIX[min(count, 16)], bits, strict=False))
     if count > 16:
         result["warnings"].append(
             f"{_where(buf, at)}: region_count {count} is above 16, the most the guide defines; "
@@ -184,7 +186,7 @@ _HISTORY_TYPES: Final[Mapping[int, tuple[int, Parser]]] = {
 
 _TABLE: Final[Mapping[int, tuple[int, Parser]]] = {**RESPONSE_TABLE, **_TELEMETRY}
 if set(RESPONSE_TABLE) & set(_TELEMETRY) or _HISTORY in _TABLE:
-    raise AssertionError("a reply and a telemetry item share a channel/type")
+    raise AssertionError("two dispatch entries share a channel/type")  # caught at import
 
 _U32: Final = struct.Struct("<I").unpack_from
 
@@ -226,7 +228,8 @@ def _reject(result: DecodeResult, message: str) -> DecodeResult:
     return result
 
 
-def decode_uplink(payload: bytes, fport: int = APPLICATION_FPORT) -> DecodeResult:
+def decode_uplink(payload: bytes | bytearray | memoryview,
+                  fport: int = APPLICATION_FPORT) -> DecodeResult:
     """Decodes one VS121 uplink into {"data", "warnings", "errors"}; never raises."""
     data: dict[str, Any] = {}
     result: DecodeResult = {"data": data, "warnings": [], "errors": []}
@@ -234,14 +237,16 @@ def decode_uplink(payload: bytes, fport: int = APPLICATION_FPORT) -> DecodeResul
         if fport.__class__ is int and fport == 0:
             return _reject(result, "fPort 0 carries LoRaWAN MAC commands, not sensor data")
         return _reject(result, f"fPort {fport!r} is not a LoRaWAN application port (1..255)")
-    if payload.__class__ is not bytes:
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            return _reject(result, f"payload must be bytes, not {type(payload).__name__}")
+    if isinstance(payload, bytes):
+        buf = payload
+    elif isinstance(payload, bytearray | memoryview):
         try:
-            payload = bytes(payload)
+            buf = bytes(payload)
         except (TypeError, ValueError, BufferError) as exc:  # e.g. a released memoryview
             return _reject(result, f"payload cannot be read as bytes: {exc}")
-    end = len(payload)
+    else:
+        return _reject(result, f"payload must be bytes, not {type(payload).__name__}")
+    end = len(buf)
     if not end:
         result["warnings"].append("empty payload: nothing to decode")
         return result
@@ -250,27 +255,27 @@ def decode_uplink(payload: bytes, fport: int = APPLICATION_FPORT) -> DecodeResul
     while at < end:
         if at + 1 == end:
             result["errors"].append(
-                f"channel 0x{payload[at]:02x} at byte {at}: cut short: no type byte; "
+                f"channel 0x{buf[at]:02x} at byte {at}: cut short: no type byte; "
                 "decoding stopped")
             break
-        key = payload[at] << 8 | payload[at + 1]
+        key = buf[at] << 8 | buf[at + 1]
         if key == _HISTORY:
-            at = _history(payload, at, data, result)
+            at = _history(buf, at, data, result)
             if at < 0:
                 break
             continue
         entry = table_get(key)
         if entry is None:
-            result["errors"].append(f"unknown {_where(payload, at)}; decoding stopped")
+            result["errors"].append(f"unknown {_where(buf, at)}; decoding stopped")
             break
         size, parse = entry
         after = at + 2 + size
         if after > end:
             result["errors"].append(
-                f"{_where(payload, at)}: cut short: needs {size} data "
+                f"{_where(buf, at)}: cut short: needs {size} data "
                 f"byte{'s' if size > 1 else ''}, only {end - at - 2} left; decoding stopped")
             break
-        parse(payload, at + 2, data, result)
+        parse(buf, at + 2, data, result)
         at = after
     return result
 

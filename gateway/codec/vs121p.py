@@ -18,7 +18,7 @@ Facts and choices:
   `timezone` as the offset in effect and ignore `dst_status`; if a firmware turns out to send
   the standard offset, this is the one place to add the hour.
 - Times with their own offset ("2022-12-20T18:15:52+03:00") use that offset. Timestamps are
-  whole unix seconds; the sensor reports no fractions.
+  whole unix seconds (the guide shows none, but fractions would be dropped).
 """
 
 from __future__ import annotations
@@ -47,6 +47,11 @@ _MAX_SHOWN: Final = 64
 _MAX_ERRORS: Final = 32
 
 _FLOW_AREAS: Final = "ABCD"
+
+# Report times outside this span come from a sensor whose clock was never set (or from
+# corrupt input); as timestamps they would only mislead.
+_EARLIEST: Final = int(datetime(2000, 1, 1, tzinfo=UTC).timestamp())
+_LATEST: Final = int(datetime(2100, 1, 1, tzinfo=UTC).timestamp())
 
 _LOCAL_TIME = re.compile(
     r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})[ T]([0-9]{1,2}):([0-9]{2}):([0-9]{2})", re.ASCII
@@ -346,7 +351,7 @@ def _read_event(report: Mapping[Any, Any], out: DecodeResult) -> str | None:
     # "Region People Counting" -> "region_people_counting"; also takes already-normalised names.
     event = re.sub(r"[\s_-]+", "_", raw.strip().lower())
     if event not in _EVENT_READERS:
-        _error(out, "event", f"unknown event {_show(raw)}")
+        _error(out, "event", f"unknown event, got {_show(raw)}")
         return None
     return event
 
@@ -491,11 +496,11 @@ def _unix_time(raw: object, field: str, tz: timezone | str, out: DecodeResult) -
             _error(out, field, f"{_show(raw)} has no UTC offset and {tz}")
             return None
         moment = moment.replace(tzinfo=tz)
-    try:
-        return math.floor(moment.timestamp())
-    except (OverflowError, ValueError):
-        _error(out, field, f"{_show(raw)} is outside the representable range")
+    stamp = math.floor(moment.timestamp())
+    if not _EARLIEST <= stamp < _LATEST:
+        _error(out, field, f"{_show(raw)} is not in 2000..2099; is the sensor's clock set?")
         return None
+    return stamp
 
 
 # --- events ----------------------------------------------------------------------------------

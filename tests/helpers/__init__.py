@@ -1,0 +1,1 @@
+"""Test support shared by the test suite and by scripts outside pytest (bench, demos)."""
