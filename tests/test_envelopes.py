@@ -33,7 +33,12 @@ EUI = "24e124538b223213"
 PAYLOAD = bytes.fromhex("04c9030800a106cd05")  # people count 3, occupancy, max 5
 PAYLOAD_B64 = base64.b64encode(PAYLOAD).decode()
 T0 = 1712634600  # 2024-04-09T03:50:00Z
-DECODED = {"people_count_all": 3, "region_count": 8, "region_1": 1, "people_count_max": 5}
+DECODED: Final[dict[str, object]] = {
+    "people_count_all": 3,
+    "region_count": 8,
+    "region_1": 1,
+    "people_count_max": 5,
+}
 
 CS_APP = "17c82e96-be03-4f38-aef3-f83d48582d97"
 CS_TOPIC = f"application/{CS_APP}/device/{EUI}/event/up"
@@ -183,9 +188,11 @@ def field_path(kind: str, index: int) -> str:
     return SAMPLES[kind][2][index]
 
 
-def error_of(kind: str, path: str, value: object) -> str:
+def error_of(kind: str, path: str, value: object, doc: dict[str, Any] | None = None) -> str:
+    """The one-line EnvelopeError message for the sample (or `doc`) with `path` set to `value`."""
+    topic, sample, _ = SAMPLES[kind]
     with pytest.raises(EnvelopeError) as caught:
-        parse_sample(kind, path, value)
+        parse_envelope(kind, topic, edited(sample if doc is None else doc, path, value))
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -371,13 +378,7 @@ def test_tts_received_at_falls_back_to_the_network_server_time() -> None:
 def test_tts_structure_errors(path: str, value: object, reason: str) -> None:
     doc = copy.deepcopy(TTS_UP)
     del doc["uplink_message"]["session_key_id"]  # so correlation_ids are read
-    assert re.search(reason, error_of_doc("tts", doc, path, value))
-
-
-def error_of_doc(kind: str, doc: dict[str, Any], path: str, value: object) -> str:
-    with pytest.raises(EnvelopeError) as caught:
-        parse_envelope(kind, SAMPLES[kind][0], edited(doc, path, value))
-    return str(caught.value)
+    assert reason in error_of("tts", path, value, doc)
 
 
 # --- bad input, every kind ----------------------------------------------------------------
@@ -408,7 +409,7 @@ def test_size_limit_is_a_parameter_and_inclusive(kind: str) -> None:
         (b'{"devEUI": ', r"body is not JSON"),
         (b'{"a": "\xff"}', r"body is not JSON"),
         (b'{"fPort": NaN}', r"body is not JSON \(NaN is not valid JSON\)"),
-        (b"[" * 50_000 + b"]" * 50_000, r"body is not JSON"),
+        (b"[" * 30_000 + b"]" * 30_000, r"body is not JSON"),
         (b'{"fCnt": 1' + b"0" * 5000 + b"}", r"body is not JSON"),
         (b"[1, 2]", r"body must be a JSON object, got array"),
         (b'"text"', r"body must be a JSON object, got string"),
@@ -437,7 +438,8 @@ def test_body_that_is_not_a_json_object(kind: str, body: bytes, reason: str) -> 
 def test_bad_device_eui(kind: str, value: object, reason: str) -> None:
     path = field_path(kind, 0)
     message = error_of(kind, path, value)
-    assert message.startswith(f"{kind} uplink: {path} {reason}"), message
+    assert message.startswith(f"{kind} uplink: {path} "), message
+    assert reason in message
 
 
 @pytest.mark.parametrize("kind", JSON_KINDS)
@@ -464,10 +466,13 @@ def test_bad_device_eui(kind: str, value: object, reason: str) -> None:
         (4, 1712634600, "must be a string, got number"),
     ],
 )
-def test_bad_field_names_device_and_field(kind: str, index: int, value: object, reason: str) -> None:
+def test_bad_field_names_device_and_field(
+    kind: str, index: int, value: object, reason: str
+) -> None:
     path = field_path(kind, index)
     message = error_of(kind, path, value)
-    assert message.startswith(f"{kind} uplink from {EUI}: {path} {reason}"), message
+    assert message.startswith(f"{kind} uplink from {EUI}: {path} "), message
+    assert reason in message
 
 
 @pytest.mark.parametrize(
@@ -498,12 +503,16 @@ def test_bad_structure(kind: str, path: str, value: object, reason: str) -> None
 def test_any_field_value_gives_an_uplink_or_an_envelope_error(
     kind: str, field: int, value: object
 ) -> None:
+    outcome: Uplink | str
     try:
-        uplink = parse_sample(kind, field_path(kind, field), value)
+        outcome = parse_sample(kind, field_path(kind, field), value)
     except EnvelopeError as exc:
-        assert "\n" not in str(exc)
+        outcome = str(exc)
+    if isinstance(outcome, str):
+        assert outcome.startswith(f"{kind} uplink")
+        assert "\n" not in outcome
     else:
-        assert uplink.dev_eui == EUI
+        assert outcome.dev_eui == EUI
 
 
 @pytest.mark.parametrize("kind", JSON_KINDS)
@@ -588,10 +597,10 @@ def test_raw_device_eui_from_topic(topic: str, pattern: str | None, expected: st
 @pytest.mark.parametrize(
     ("topic", "pattern", "reason"),
     [
-        (f"other/{EUI}/up", RAW_PATTERN, "does not match 'vs121/{dev_eui}/up'"),
+        (f"other/{EUI}/up", RAW_PATTERN, r"does not match 'vs121/\{dev_eui\}/up'"),
         (f"vs121/{EUI}/up/extra", RAW_PATTERN, "does not match"),
         (f"vs121/{EUI}", RAW_PATTERN, "does not match"),
-        ("vs121/lobby/up", RAW_PATTERN, r"topic level \{dev_eui\} 'lobby' is not a 16-hex"),
+        ("vs121/lobby/up", RAW_PATTERN, r"\{dev_eui\} 'lobby' is not a 16-hex"),
         ("vs121/lobby/up", None, "has no device EUI level; set a raw topic pattern"),
         (f"gw/24e124fffef4a1b2/{EUI}", None, "has more than one device EUI level"),
     ],
@@ -705,7 +714,12 @@ def test_tts_downlink_round_trip_from_an_uplink() -> None:
 
     assert topic == "v3/people-counting@ttn/devices/lobby-vs121/down/push"
     [downlink] = json.loads(body)["downlinks"]
-    assert downlink == {"f_port": 85, "frm_payload": "/1H/", "priority": "NORMAL", "confirmed": False}
+    assert downlink == {
+        "f_port": 85,
+        "frm_payload": "/1H/",
+        "priority": "NORMAL",
+        "confirmed": False,
+    }
 
 
 def test_tts_downlink_single_tenant_topic() -> None:

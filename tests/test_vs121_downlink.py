@@ -482,6 +482,12 @@ def test_unknown_field_lists_allowed_fields() -> None:
         command_from_json({"command": "reboot", "delay": 5})
 
 
+def test_class_from_json_refuses_another_command() -> None:
+    assert Wifi.from_json({"enable": True}) == Wifi(enable=True)
+    with pytest.raises(EncodeError, match="wifi: got an object for command 'adr'"):
+        Wifi.from_json({"command": "adr", "enable": True})
+
+
 def test_missing_field_is_named() -> None:
     with pytest.raises(EncodeError, match="rejoin: missing field retries; required: enable, retr"):
         command_from_json({"command": "rejoin", "enable": True})

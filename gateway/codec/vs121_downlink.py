@@ -330,7 +330,7 @@ class _ChannelBits(_Field):
         return frozenset(offset for offset in range(16) if mask >> offset & 1)
 
 
-FLAG: Final = _Flag()
+_FLAG: Final = _Flag()
 _FEATURE: Final = _Choice(_FEATURE_CODES)
 
 
@@ -388,6 +388,8 @@ class Command:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, object]) -> Self:
+        if obj.get("command", cls.NAME) != cls.NAME:
+            raise EncodeError(f"{cls.NAME}: got an object for command {obj['command']!r}")
         fields = _FIELDS[cls]
         names = [name for name, _ in fields]
         given = {key: value for key, value in obj.items() if key != "command"}
@@ -480,7 +482,7 @@ class Wifi(Command):
 
     NAME = "wifi"
     HEADER = b"\xff\x42"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -544,7 +546,7 @@ class ResetScheduleEnable(Command):
 
     NAME = "reset_schedule_enable"
     HEADER = b"\xf9\x94"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -583,7 +585,7 @@ class RegionPeopleCounting(Command):
 
     NAME = "region_people_counting"
     HEADER = b"\xff\x50"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -594,7 +596,7 @@ class DetectionRegion(Command):
 
     NAME = "detection_region"
     HEADER = b"\xf9\x96"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     area: Annotated[Literal["mapped", "non_mapped"], _Choice({"mapped": 0, "non_mapped": 1})]
     reporting_type: Annotated[
         Literal["occupancy", "region_people_counting"],
@@ -610,7 +612,7 @@ class MinDwellTime(Command):
 
     NAME = "min_dwell_time"
     HEADER = b"\xf9\x92"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     seconds: Annotated[int, _UInt(2, 0, 0xFFFF)] = 5
 
 
@@ -621,7 +623,7 @@ class LineCrossingCounting(Command):
 
     NAME = "line_crossing_counting"
     HEADER = b"\xff\x48"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -631,7 +633,7 @@ class FilterUTurns(Command):
 
     NAME = "filter_u_turns"
     HEADER = b"\xf9\x98"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -642,7 +644,7 @@ class ScheduleEnable(Command):
     NAME = "schedule_enable"
     HEADER = b"\xf9\x97"
     feature: Annotated[Feature, _FEATURE]
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 # --- report settings ------------------------------------------------------------------------------
@@ -703,7 +705,7 @@ class Debounce(Command):
 
     NAME = "debounce"
     HEADER = b"\xff\x46"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     seconds: Annotated[int, _UInt(1, 1, 60)] = 2
 
 
@@ -714,7 +716,7 @@ class TriggerReport(Command):
 
     NAME = "trigger_report"
     HEADER = b"\xf9\x3d"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -724,7 +726,7 @@ class ReportWithTimestamp(Command):
 
     NAME = "report_with_timestamp"
     HEADER = b"\xf9\x93"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -734,7 +736,7 @@ class RegionReportRegularly(Command):
 
     NAME = "region_report_regularly"
     HEADER = b"\xff\x43"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -744,7 +746,7 @@ class RegionReportByResult(Command):
 
     NAME = "region_report_by_result"
     HEADER = b"\xff\x44"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 # --- schedule -------------------------------------------------------------------------------------
@@ -810,7 +812,7 @@ class Adr(Command):
 
     NAME = "adr"
     HEADER = b"\xff\x40"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -830,7 +832,7 @@ class Rejoin(Command):
 
     NAME = "rejoin"
     HEADER = b"\xf9\x85"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     retries: Annotated[int, _UInt(1, 4, 32)]
 
 
@@ -841,7 +843,7 @@ class ConfirmedMode(Command):
 
     NAME = "confirmed_mode"
     HEADER = b"\xff\x04"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -905,7 +907,7 @@ class D2d(Command):
 
     NAME = "d2d"
     HEADER = b"\xff\x84"
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
 
 
 @_register
@@ -929,7 +931,7 @@ class D2dOccupied(Command):
     NAME = "d2d_occupied"
     HEADER = b"\xf9\x8e"
     region: Annotated[int, _REGION]
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     control_command: Annotated[int, _HexWord()]
 
 
@@ -941,7 +943,7 @@ class D2dVacant(Command):
     NAME = "d2d_vacant"
     HEADER = b"\xf9\x90"
     region: Annotated[int, _REGION]
-    enable: Annotated[bool, FLAG]
+    enable: Annotated[bool, _FLAG]
     control_command: Annotated[int, _HexWord()]
     delay_seconds: Annotated[int, _UInt(2, 0, 600)]
 
