@@ -28,6 +28,7 @@ from typing import Final, Literal, NoReturn, Protocol
 from gateway.errors import ConfigError, EncodeError, EnvelopeError
 
 __all__ = [
+    "DEV_EUI_LEVEL",
     "ENVELOPES",
     "MAX_BODY_BYTES",
     "EnvelopeParser",

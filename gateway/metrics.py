@@ -1,9 +1,11 @@
 """In-process metrics in the Prometheus text exposition format 0.0.4.
 
 Counters, gauges (set directly, or computed by a callback at scrape time) and summaries without
-quantiles (_sum and _count). Updates are thread-safe: the MQTT client thread counts too. Label
-values are given as keyword arguments; the value comes first and positional-only, so any label name
-is allowed: ``messages.inc(source="mqtt", outcome="accepted")``, ``queue_depth.set(3, source="http")``.
+quantiles (_sum and _count). Updates are thread-safe: the MQTT client thread counts too.
+
+Label values are keyword arguments; the value comes first and is positional-only, so any label
+name is allowed: ``messages.inc(source="mqtt", outcome="accepted")``,
+``queue_depth.set_function(queue.qsize, source="http")``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ import logging
 import math
 import re
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Final
+from time import perf_counter
+from typing import Final, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class _Family:
         labelnames: Collection[str] = (),
         allowed: Mapping[str, Collection[str]] | None = None,
     ) -> None:
+        if isinstance(labelnames, str):
+            # A lone string is a collection of characters; that is never what was meant.
+            raise TypeError(f"metric {name!r}: give label names as a tuple, not a string")
         if not _METRIC_NAME.match(name):
             raise ValueError(f"metric {name!r}: not a valid Prometheus metric name")
         for label in labelnames:
@@ -51,6 +56,7 @@ class _Family:
         self.name = name
         self.help = help_text
         self.labelnames: LabelKey = tuple(labelnames)
+        self._labelset = frozenset(labelnames)
         self._allowed = {k: frozenset(v) for k, v in (allowed or {}).items()}
         unknown = set(self._allowed) - set(self.labelnames)
         if unknown:
@@ -58,7 +64,7 @@ class _Family:
         self._lock = threading.Lock()
 
     def _key(self, labels: Mapping[str, str]) -> LabelKey:
-        if labels.keys() != set(self.labelnames):
+        if labels.keys() != self._labelset:
             raise ValueError(
                 f"metric {self.name!r} takes labels {list(self.labelnames)}, got {sorted(labels)}"
             )
@@ -162,7 +168,11 @@ class Gauge(_Family):
                 out.append(("", key, float(v())))
             except Exception:
                 # One broken callback must not break the scrape: its series is left out.
-                log.exception("metric %s%s: callback failed", self.name, dict(zip(self.labelnames, key, strict=True)))
+                log.exception(
+                    "metric %s%s: callback failed",
+                    self.name,
+                    dict(zip(self.labelnames, key, strict=True)),
+                )
         return out
 
 
@@ -193,11 +203,11 @@ class Summary(_Family):
     def time(self, **labels: str) -> Iterator[None]:
         """Observe the seconds the ``with`` block took (also when it raises)."""
         self._key(labels)  # fail before the block runs, not after
-        start = time.perf_counter()
+        start = perf_counter()
         try:
             yield
         finally:
-            self.observe(time.perf_counter() - start, **labels)
+            self.observe(perf_counter() - start, **labels)
 
     def sum_and_count(self, **labels: str) -> tuple[float, int]:
         key = self._key(labels)
@@ -212,6 +222,9 @@ class Summary(_Family):
             out.append(("_sum", key, total))
             out.append(("_count", key, float(count)))
         return out
+
+
+_F = TypeVar("_F", bound=_Family)
 
 
 class Registry:
@@ -248,7 +261,7 @@ class Registry:
     ) -> Summary:
         return self._add(Summary(name, help_text, labelnames, allowed))
 
-    def _add[F: _Family](self, family: F) -> F:
+    def _add(self, family: _F) -> _F:
         with self._lock:
             if family.name in self._families:
                 raise ValueError(f"metric {family.name!r} is already registered")

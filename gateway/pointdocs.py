@@ -30,7 +30,9 @@ def _abbrev(t: ObjectType) -> str:
 
 
 def table_rows(points: Sequence[ResolvedPoint]) -> list[list[str]]:
-    rows = [["sensor", "key", "object", "name", "units", "cov", "writable", "modbus", "description"]]
+    rows = [
+        ["sensor", "key", "object", "name", "units", "cov", "writable", "modbus", "description"]
+    ]
     for p in points:
         rows.append(
             [
@@ -110,7 +112,9 @@ def render_ede(
     )
     dev = str(device_instance)
     w.writerow(
-        ["device", dev, device_name, DEVICE_TYPE_CODE, dev, "VS121 gateway"] + [""] * 4 + ["N"]
+        ["device", dev, device_name, DEVICE_TYPE_CODE, dev, "VS121 gateway"]
+        + [""] * 4
+        + ["N"]
         + [""] * 5
     )
     for p in points:

@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
@@ -99,6 +107,50 @@ class ModbusSection(_Strict):
     rtu: ModbusRtuSection = ModbusRtuSection()
 
 
+class HttpSection(_Strict):
+    """The HTTP server: VS121-P push ingest (POST), /metrics and /healthz."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8121, ge=1, le=65535)
+    path: str = Field("/vs121p", pattern=r"^/[A-Za-z0-9_./-]*$")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    username: str | None = Field(None, min_length=1)
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("http: give password or password_file, not both")
+        has_secret = self.password is not None or self.password_file is not None
+        if (self.username is None) != (not has_secret):
+            raise ValueError("http: basic auth needs both username and password (or password_file)")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("http: TLS needs both tls_cert_file and tls_key_file")
+        for name in ("password_file", "tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"http.{name}: file {str(path)!r} does not exist")
+        return self
+
+    def basic_auth_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        return None
+
+
+class SimulateSection(_Strict):
+    """Feed every configured sensor from a built-in simulation instead of real devices (demo)."""
+
+    enabled: bool = False
+    period: float = Field(5.0, ge=0.1, le=3600)
+
+
 class PointOverride(_Strict):
     name: str | None = Field(None, min_length=1, max_length=64)
     instance: int | None = Field(None, ge=0, le=4194302)
@@ -176,6 +228,8 @@ class Settings(BaseSettings):
     gateway: GatewaySection = GatewaySection()
     bacnet: BacnetSection = BacnetSection()
     modbus: ModbusSection = ModbusSection()
+    http: HttpSection = HttpSection()
+    simulate: SimulateSection = SimulateSection()
     sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
 
     @classmethod

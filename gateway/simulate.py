@@ -36,7 +36,7 @@ class SimulatedSpace:
     dwell_max: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._rng = random.Random(self.seed)
+        self._rng = random.Random(self.seed)  # noqa: S311  (a simulation, not cryptography)
         self.regions = max(1, min(self.regions, MAX_REGIONS))
         self.dwell_avg = [0] * self.regions
         self.dwell_max = [0] * self.regions

@@ -342,6 +342,16 @@ def test_tts_single_tenant_topic_has_no_tenant() -> None:
     )
 
 
+def test_tts_custom_topic_uses_the_body() -> None:
+    uplink = parse_tts("bridge/tts/lobby", json.dumps(TTS_UP).encode())
+    assert (uplink.dev_eui, uplink.application_id, uplink.device_id, uplink.tenant_id) == (
+        EUI,
+        "people-counting",
+        "lobby-vs121",
+        None,
+    )
+
+
 def test_tts_device_id_comes_from_the_topic_when_the_body_lacks_it() -> None:
     body = edited(TTS_UP, "end_device_ids.device_id", _DELETE)
     assert parse_tts(TTS_TOPIC, body).device_id == "lobby-vs121"

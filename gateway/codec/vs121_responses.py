@@ -45,8 +45,15 @@ _U32 = struct.Struct("<I").unpack_from
 _ENABLE: Final = {0: "disable", 1: "enable"}
 _YES_NO: Final = {0: "no", 1: "yes"}
 _RESULT: Final = {1: "forbidden", 2: "invalid parameter"}
-_WEEK_BITS: Final = (("sun", 0), ("mon", 1), ("tue", 2), ("wed", 3), ("thu", 4), ("fri", 5),
-                     ("sat", 6))
+_WEEK_BITS: Final = (
+    ("sun", 0),
+    ("mon", 1),
+    ("tue", 2),
+    ("wed", 3),
+    ("thu", 4),
+    ("fri", 5),
+    ("sat", 6),
+)
 
 
 def _u8(buf: bytes, pos: int, odd: list[str]) -> int:
@@ -75,7 +82,7 @@ def _u32(buf: bytes, pos: int, odd: list[str]) -> int:
 
 
 def _hex8(buf: bytes, pos: int, odd: list[str]) -> str:
-    return buf[pos:pos + 8].hex()
+    return buf[pos : pos + 8].hex()
 
 
 def _d2d_command(buf: bytes, pos: int, odd: list[str]) -> str:
@@ -131,18 +138,33 @@ _GENERAL: Final[tuple[_Row, ...]] = (  # channels 0xff and 0xfe
     (0x41, "lora_port", 1, _u8, False),
     (0x42, "wifi_enable", 1, _enable("wifi_enable"), False),
     (0x43, "report_regularly_enable", 1, _enable("report_regularly_enable"), False),
-    (0x44, "people_count_change_report_enable", 1,
-     _enable("people_count_change_report_enable"), False),
-    (0x45, "people_counting_report_mode", 1,
-     _enum("people_counting_report_mode", {0: "zero_to_nonzero", 1: "once_result_change"}), False),
-    (0x46, "people_count_jitter_config", 3,
-     _record(("enable", 0, _enable("people_count_jitter_config.enable")), ("time", 1, _u16)),
-     False),
+    (
+        0x44,
+        "people_count_change_report_enable",
+        1,
+        _enable("people_count_change_report_enable"),
+        False,
+    ),
+    (
+        0x45,
+        "people_counting_report_mode",
+        1,
+        _enum("people_counting_report_mode", {0: "zero_to_nonzero", 1: "once_result_change"}),
+        False,
+    ),
+    (
+        0x46,
+        "people_count_jitter_config",
+        3,
+        _record(("enable", 0, _enable("people_count_jitter_config.enable")), ("time", 1, _u16)),
+        False,
+    ),
     (0x48, "line_detect_enable", 1, _enable("line_detect_enable"), False),
     (0x50, "region_people_counting_enable", 1, _enable("region_people_counting_enable"), False),
     (0x51, "clear_cumulative_count", 1, _yes, False),
     (0x84, "d2d_enable", 1, _enable("d2d_enable"), False),
 )
+
 
 def _skip_first(read: Reader) -> Reader:
     def skip(buf: bytes, pos: int, odd: list[str]) -> Any:
@@ -153,17 +175,47 @@ def _skip_first(read: Reader) -> Reader:
 
 _LOG_LEVEL: Final = _enum("log_level", {2: "error", 4: "debug"})
 _PEOPLE_COUNTING_TYPE: Final = {
-    0: "region_people_counting", 1: "line_crossing_counting", 2: "people_flow_analysis"}
+    0: "region_people_counting",
+    1: "line_crossing_counting",
+    2: "people_flow_analysis",
+}
 
 _EXTENDED: Final[tuple[_Row, ...]] = (  # channels 0xf9 and 0xf8 (0xf8: plus a result byte)
-    (0x10, "periodic_report_scheme", 1,
-     _enum("periodic_report_scheme", {0: "on_the_dot", 1: "from_now_on"}), False),
-    (0x11, "on_the_dot_report_interval", 1,
-     _enum("on_the_dot_report_interval", {0: "5min", 1: "10min", 2: "15min", 3: "30min", 4: "1h",
-                                          5: "4h", 6: "6h", 7: "8h", 8: "12h"}), False),
+    (
+        0x10,
+        "periodic_report_scheme",
+        1,
+        _enum("periodic_report_scheme", {0: "on_the_dot", 1: "from_now_on"}),
+        False,
+    ),
+    (
+        0x11,
+        "on_the_dot_report_interval",
+        1,
+        _enum(
+            "on_the_dot_report_interval",
+            {
+                0: "5min",
+                1: "10min",
+                2: "15min",
+                3: "30min",
+                4: "1h",
+                5: "4h",
+                6: "6h",
+                7: "8h",
+                8: "12h",
+            },
+        ),
+        False,
+    ),
     (0x3D, "line_detect_report_enable", 1, _enable("line_detect_report_enable"), False),
-    (0x85, "rejoin_config", 2,
-     _record(("enable", 0, _enable("rejoin_config.enable")), ("max_count", 1, _u8)), False),
+    (
+        0x85,
+        "rejoin_config",
+        2,
+        _record(("enable", 0, _enable("rejoin_config.enable")), ("max_count", 1, _u8)),
+        False,
+    ),
     (0x86, "data_rate", 1, _u8, False),
     (0x87, "tx_power_level", 1, _u8, False),
     (0x88, "log_level", 1, _LOG_LEVEL, False),
@@ -171,43 +223,133 @@ _EXTENDED: Final[tuple[_Row, ...]] = (  # channels 0xf9 and 0xf8 (0xf8: plus a r
     (0x8B, "lorawan_version", 1, _enum("lorawan_version", {1: "v1.0.2", 2: "v1.0.3"}), False),
     (0x8C, "rx2_data_rate", 1, _u8, False),
     (0x8D, "rx2_frequency", 4, _u32, False),
-    (0x8E, "d2d_occupied_config", 4,
-     _record(("region", 0, _u8_plus_1), ("enable", 1, _enable("d2d_occupied_config.enable")),
-             ("command", 2, _d2d_command)), False),
-    (0x90, "d2d_vacant_config", 6,
-     _record(("region", 0, _u8_plus_1), ("enable", 1, _enable("d2d_vacant_config.enable")),
-             ("command", 2, _d2d_command), ("delay_time", 4, _u16)), False),
-    (0x91, "time_config", 5,
-     _record(("mode", 0, _enum("time_config.mode", {0: "sync_from_gateway", 1: "manual"})),
-             ("timestamp", 1, _u32)), False),
-    (0x92, "region_people_counting_dwell_config", 3,
-     _record(("enable", 0, _enable("region_people_counting_dwell_config.enable")),
-             ("min_dwell_time", 1, _u16)), False),
+    (
+        0x8E,
+        "d2d_occupied_config",
+        4,
+        _record(
+            ("region", 0, _u8_plus_1),
+            ("enable", 1, _enable("d2d_occupied_config.enable")),
+            ("command", 2, _d2d_command),
+        ),
+        False,
+    ),
+    (
+        0x90,
+        "d2d_vacant_config",
+        6,
+        _record(
+            ("region", 0, _u8_plus_1),
+            ("enable", 1, _enable("d2d_vacant_config.enable")),
+            ("command", 2, _d2d_command),
+            ("delay_time", 4, _u16),
+        ),
+        False,
+    ),
+    (
+        0x91,
+        "time_config",
+        5,
+        _record(
+            ("mode", 0, _enum("time_config.mode", {0: "sync_from_gateway", 1: "manual"})),
+            ("timestamp", 1, _u32),
+        ),
+        False,
+    ),
+    (
+        0x92,
+        "region_people_counting_dwell_config",
+        3,
+        _record(
+            ("enable", 0, _enable("region_people_counting_dwell_config.enable")),
+            ("min_dwell_time", 1, _u16),
+        ),
+        False,
+    ),
     (0x93, "report_with_timestamp", 1, _enum("report_with_timestamp", _YES_NO), False),
     (0x94, "timed_reset_cumulative_enable", 1, _enable("timed_reset_cumulative_enable"), False),
-    (0x95, "reset_cumulative_schedule", 6,
-     _record(("mode", 0, _enum("reset_cumulative_schedule.mode",
-                               {0: "modify", 1: "add", 2: "delete"})),
-             ("index", 1, _u8_plus_1), ("week_cycle", 2, _week_cycle), ("time", 3, _u24)), True),
-    (0x96, "detect_region_config", 3,
-     _record(("enable", 0, _enable("detect_region_config.enable")),
-             ("detection_type", 1, _enum("detect_region_config.detection_type",
-                                         {0: "mapped_region", 1: "unmapped_region"})),
-             ("reporting_type", 2, _enum("detect_region_config.reporting_type",
-                                         {0: "occupancy", 1: "region_people_counting"}))), False),
-    (0x97, "time_schedule_config", 2,
-     _record(("enable", 0, _enable("time_schedule_config.enable")),
-             ("people_counting_type", 1, _enum("time_schedule_config.people_counting_type",
-                                               _PEOPLE_COUNTING_TYPE))), False),
+    (
+        0x95,
+        "reset_cumulative_schedule",
+        6,
+        _record(
+            (
+                "mode",
+                0,
+                _enum("reset_cumulative_schedule.mode", {0: "modify", 1: "add", 2: "delete"}),
+            ),
+            ("index", 1, _u8_plus_1),
+            ("week_cycle", 2, _week_cycle),
+            ("time", 3, _u24),
+        ),
+        True,
+    ),
+    (
+        0x96,
+        "detect_region_config",
+        3,
+        _record(
+            ("enable", 0, _enable("detect_region_config.enable")),
+            (
+                "detection_type",
+                1,
+                _enum(
+                    "detect_region_config.detection_type",
+                    {0: "mapped_region", 1: "unmapped_region"},
+                ),
+            ),
+            (
+                "reporting_type",
+                2,
+                _enum(
+                    "detect_region_config.reporting_type",
+                    {0: "occupancy", 1: "region_people_counting"},
+                ),
+            ),
+        ),
+        False,
+    ),
+    (
+        0x97,
+        "time_schedule_config",
+        2,
+        _record(
+            ("enable", 0, _enable("time_schedule_config.enable")),
+            (
+                "people_counting_type",
+                1,
+                _enum("time_schedule_config.people_counting_type", _PEOPLE_COUNTING_TYPE),
+            ),
+        ),
+        False,
+    ),
     (0x98, "filter_u_turn_enable", 1, _enable("filter_u_turn_enable"), False),
-    (0x99, "time_schedule", 7,
-     _record(("people_counting_type", 0, _enum("time_schedule.people_counting_type",
-                                               _PEOPLE_COUNTING_TYPE)),
-             ("period", 1, _u8_plus_1),
-             ("weekday", 2, _enum("time_schedule.weekday", dict(enumerate(
-                 ("sun", "mon", "tue", "wed", "thu", "fri", "sat"))))),
-             ("start_hour", 3, _u8), ("start_minute", 4, _u8),
-             ("end_hour", 5, _u8), ("end_minute", 6, _u8)), True),
+    (
+        0x99,
+        "time_schedule",
+        7,
+        _record(
+            (
+                "people_counting_type",
+                0,
+                _enum("time_schedule.people_counting_type", _PEOPLE_COUNTING_TYPE),
+            ),
+            ("period", 1, _u8_plus_1),
+            (
+                "weekday",
+                2,
+                _enum(
+                    "time_schedule.weekday",
+                    dict(enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))),
+                ),
+            ),
+            ("start_hour", 3, _u8),
+            ("start_minute", 4, _u8),
+            ("end_hour", 5, _u8),
+            ("end_minute", 6, _u8),
+        ),
+        True,
+    ),
 )
 
 
@@ -260,7 +402,8 @@ def _setting_with_result(name: str, size: int, read: Reader, as_list: bool) -> P
         }
         result["warnings"].append(
             f"{_where(buf, pos)}: the device did not apply {name}: result 0x{status:02x} "
-            f"({outcome})")
+            f"({outcome})"
+        )
 
     return parse
 

@@ -97,8 +97,9 @@ def _one(key: str, fmt: str) -> tuple[int, Parser]:
     return layout.size, parse
 
 
-def _put_occupancy(buf: bytes, pos: int, data: dict[str, Any], result: DecodeResult,
-                   at: int) -> None:
+def _put_occupancy(
+    buf: bytes, pos: int, data: dict[str, Any], result: DecodeResult, at: int
+) -> None:
     """people_count_all, region_count, bitmap (2 bytes, big-endian, bit i = region i+1)."""
     count = buf[pos + 1]
     high = buf[pos + 2]
@@ -116,11 +117,13 @@ def _put_occupancy(buf: bytes, pos: int, data: dict[str, Any], result: DecodeRes
     if count > 16:
         result["warnings"].append(
             f"{_where(buf, at)}: region_count {count} is above 16, the most the guide defines; "
-            "only region_1..region_16 decoded")
+            "only region_1..region_16 decoded"
+        )
     elif (high << 8 | low) >> count:
         result["warnings"].append(
             f"{_where(buf, at)}: occupancy bits set beyond region_count {count} "
-            f"(bitmap 0x{high:02x}{low:02x}); ignored")
+            f"(bitmap 0x{high:02x}{low:02x}); ignored"
+        )
 
 
 def _occupancy(buf: bytes, pos: int, data: dict[str, Any], result: DecodeResult) -> None:
@@ -132,7 +135,7 @@ def _history_occupancy(buf: bytes, pos: int, data: dict[str, Any], result: Decod
 
 
 def _sn(buf: bytes, pos: int, data: dict[str, Any], result: DecodeResult) -> None:
-    data["sn"] = buf[pos:pos + 6].hex()
+    data["sn"] = buf[pos : pos + 6].hex()
 
 
 def _hardware_version(buf: bytes, pos: int, data: dict[str, Any], result: DecodeResult) -> None:
@@ -178,7 +181,7 @@ _HISTORY_TYPES: Final[Mapping[int, tuple[int, Parser]]] = {
     0x05: _fields(_COUNT_KEYS[4:8], "4B"),
     0x06: _fields(_COUNT_KEYS[8:12], "4B"),
     0x07: _fields(_COUNT_KEYS[12:16], "4B"),
-    **{0x08 + k: _fields(_FLOW_KEYS[2 * k:2 * k + 2], "HH") for k in range(8)},
+    **{0x08 + k: _fields(_FLOW_KEYS[2 * k : 2 * k + 2], "HH") for k in range(8)},
     0x10: _fields(_TOTAL_IN_OUT, "HH"),
     0x11: _fields(_DWELL, "BHH"),
     0x12: _fields(_LINE_IN_OUT, "HH"),
@@ -198,21 +201,24 @@ def _history(buf: bytes, at: int, data: dict[str, Any], result: DecodeResult) ->
     if left < _HISTORY_HEADER:
         result["errors"].append(
             f"{_where(buf, at)}: cut short: a history record needs {_HISTORY_HEADER} header bytes "
-            f"(timestamp, type), only {left} left; decoding stopped")
+            f"(timestamp, type), only {left} left; decoding stopped"
+        )
         return -1
     kind = buf[pos + 4]
     entry = _HISTORY_TYPES.get(kind)
     if entry is None:
         result["errors"].append(
             f"{_where(buf, at)}: unknown history data type 0x{kind:02x} at byte {pos + 4}; "
-            "decoding stopped")
+            "decoding stopped"
+        )
         return -1
     size, parse = entry
     left -= _HISTORY_HEADER
     if left < size:
         result["errors"].append(
             f"{_where(buf, at)}: cut short: history type 0x{kind:02x} needs {size} data bytes, "
-            f"only {left} left; decoding stopped")
+            f"only {left} left; decoding stopped"
+        )
         return -1
     record: dict[str, Any] = {"timestamp": _U32(buf, pos)[0]}
     parse(buf, pos + _HISTORY_HEADER, record, result)
@@ -228,8 +234,9 @@ def _reject(result: DecodeResult, message: str) -> DecodeResult:
     return result
 
 
-def decode_uplink(payload: bytes | bytearray | memoryview,
-                  fport: int = APPLICATION_FPORT) -> DecodeResult:
+def decode_uplink(
+    payload: bytes | bytearray | memoryview, fport: int = APPLICATION_FPORT
+) -> DecodeResult:
     """Decodes one VS121 uplink into {"data", "warnings", "errors"}; never raises."""
     data: dict[str, Any] = {}
     result: DecodeResult = {"data": data, "warnings": [], "errors": []}
@@ -255,8 +262,8 @@ def decode_uplink(payload: bytes | bytearray | memoryview,
     while at < end:
         if at + 1 == end:
             result["errors"].append(
-                f"channel 0x{buf[at]:02x} at byte {at}: cut short: no type byte; "
-                "decoding stopped")
+                f"channel 0x{buf[at]:02x} at byte {at}: cut short: no type byte; decoding stopped"
+            )
             break
         key = buf[at] << 8 | buf[at + 1]
         if key == _HISTORY:
@@ -273,7 +280,8 @@ def decode_uplink(payload: bytes | bytearray | memoryview,
         if after > end:
             result["errors"].append(
                 f"{_where(buf, at)}: cut short: needs {size} data "
-                f"byte{'s' if size > 1 else ''}, only {end - at - 2} left; decoding stopped")
+                f"byte{'s' if size > 1 else ''}, only {end - at - 2} left; decoding stopped"
+            )
             break
         parse(buf, at + 2, data, result)
         at = after

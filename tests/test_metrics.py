@@ -1,0 +1,348 @@
+"""The metrics registry: exact exposition text, escaping, ordering, validation, thread safety."""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+
+import pytest
+
+from gateway.metrics import (
+    CONTENT_TYPE,
+    MESSAGE_OUTCOMES,
+    Registry,
+    default_metrics,
+)
+
+
+def test_counter_gauge_summary_exact_text() -> None:
+    r = Registry()
+    c = r.counter("demo_messages_total", "Messages seen.", ("source", "outcome"))
+    g = r.gauge("demo_temperature", "Temperature.")
+    s = r.summary("demo_write_seconds", "Write time.")
+    c.inc(source="mqtt", outcome="accepted")
+    c.inc(2, source="mqtt", outcome="accepted")
+    c.inc(source="http", outcome="rejected")
+    g.set(21.5)
+    s.observe(0.25)
+    s.observe(0.5)
+    assert r.render() == (
+        "# HELP demo_messages_total Messages seen.\n"
+        "# TYPE demo_messages_total counter\n"
+        'demo_messages_total{source="http",outcome="rejected"} 1\n'
+        'demo_messages_total{source="mqtt",outcome="accepted"} 3\n'
+        "# HELP demo_temperature Temperature.\n"
+        "# TYPE demo_temperature gauge\n"
+        "demo_temperature 21.5\n"
+        "# HELP demo_write_seconds Write time.\n"
+        "# TYPE demo_write_seconds summary\n"
+        "demo_write_seconds_sum 0.75\n"
+        "demo_write_seconds_count 2\n"
+    )
+
+
+def test_label_values_are_escaped() -> None:
+    r = Registry()
+    c = r.counter("demo_total", "Demo.", ("sensor",))
+    c.inc(sensor='back\\slash "quoted"\nnext line')
+    assert r.render().splitlines()[-1] == (
+        'demo_total{sensor="back\\\\slash \\"quoted\\"\\nnext line"} 1'
+    )
+
+
+def test_help_backslash_and_newline_are_escaped_but_quotes_are_not() -> None:
+    r = Registry()
+    r.gauge("demo", 'A "help" with C:\\path\nand a second line.')
+    assert r.render().splitlines()[0] == (
+        '# HELP demo A "help" with C:\\\\path\\nand a second line.'
+    )
+
+
+def test_ordering_is_by_name_then_label_values_not_by_arrival() -> None:
+    r = Registry()
+    b = r.counter("b_total", "B.", ("k",))
+    a = r.counter("a_total", "A.", ("k",))
+    for value in ("z", "a", "m"):
+        b.inc(k=value)
+        a.inc(k=value)
+    lines = [line for line in r.render().splitlines() if not line.startswith("#")]
+    assert lines == [
+        'a_total{k="a"} 1',
+        'a_total{k="m"} 1',
+        'a_total{k="z"} 1',
+        'b_total{k="a"} 1',
+        'b_total{k="m"} 1',
+        'b_total{k="z"} 1',
+    ]
+
+
+def test_unlabelled_metrics_show_zero_and_labelled_ones_nothing_until_used() -> None:
+    r = Registry()
+    r.counter("plain_total", "Plain.")
+    r.counter("labelled_total", "Labelled.", ("x",))
+    assert r.render() == (
+        "# HELP labelled_total Labelled.\n"
+        "# TYPE labelled_total counter\n"
+        "# HELP plain_total Plain.\n"
+        "# TYPE plain_total counter\n"
+        "plain_total 0\n"
+    )
+
+
+def test_empty_registry_renders_nothing() -> None:
+    assert Registry().render() == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0, "0"),
+        (-3, "-3"),
+        (0.1, "0.1"),
+        (1e20, "1e+20"),
+        (math.nan, "NaN"),
+        (math.inf, "+Inf"),
+        (-math.inf, "-Inf"),
+    ],
+)
+def test_number_formatting(value: float, text: str) -> None:
+    r = Registry()
+    r.gauge("g", "G.").set(value)
+    assert r.render().splitlines()[-1] == f"g {text}"
+
+
+def test_gauge_callback_is_evaluated_at_scrape_time() -> None:
+    r = Registry()
+    g = r.gauge("depth", "Depth.", ("source",))
+    queue: list[int] = []
+    g.set_function(lambda: len(queue), source="mqtt")
+    g.set(7, source="http")
+    assert r.render().splitlines()[2:] == ['depth{source="http"} 7', 'depth{source="mqtt"} 0']
+    queue.extend([1, 2, 3])
+    assert r.render().splitlines()[2:] == ['depth{source="http"} 7', 'depth{source="mqtt"} 3']
+    assert g.value(source="mqtt") == 3
+
+
+def test_a_failing_callback_loses_only_its_series(caplog: pytest.LogCaptureFixture) -> None:
+    r = Registry()
+    g = r.gauge("depth", "Depth.", ("source",))
+
+    def broken() -> float:
+        raise RuntimeError("queue gone")
+
+    g.set_function(broken, source="mqtt")
+    g.set(2, source="http")
+    with caplog.at_level(logging.ERROR, logger="gateway.metrics"):
+        text = r.render()
+    assert text.splitlines()[2:] == ['depth{source="http"} 2']
+    assert "queue gone" in caplog.text
+
+
+def test_gauge_remove_drops_the_series() -> None:
+    r = Registry()
+    g = r.gauge("depth", "Depth.", ("source",))
+    g.set(1, source="a")
+    g.set(2, source="b")
+    g.remove(source="a")
+    assert r.render().splitlines()[2:] == ['depth{source="b"} 2']
+
+
+def test_counter_and_gauge_values_can_be_read_back() -> None:
+    r = Registry()
+    c = r.counter("c_total", "C.", ("k",))
+    c.inc(0.5, k="x")
+    assert c.value(k="x") == 0.5
+    assert c.value(k="never") == 0
+    s = r.summary("s_seconds", "S.")
+    assert s.sum_and_count() == (0.0, 0)
+
+
+def test_summary_time_observes_the_block_even_when_it_raises() -> None:
+    r = Registry()
+    s = r.summary("work_seconds", "Work.")
+    with s.time():
+        pass
+    with pytest.raises(KeyError), s.time():
+        raise KeyError("boom")
+    total, count = s.sum_and_count()
+    assert count == 2
+    assert total >= 0
+
+
+def test_summary_time_checks_labels_before_the_block() -> None:
+    s = Registry().summary("work_seconds", "Work.", ("kind",))
+    ran = []
+    with pytest.raises(ValueError, match="takes labels"), s.time(wrong="x"):
+        ran.append(True)
+    assert ran == []
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{}, {"source": "mqtt"}, {"source": "mqtt", "outcome": "accepted", "extra": "x"}],
+)
+def test_wrong_label_names_are_refused(labels: dict[str, str]) -> None:
+    c = Registry().counter("m_total", "M.", ("source", "outcome"))
+    with pytest.raises(ValueError, match=r"takes labels \['source', 'outcome'\]"):
+        c.inc(**labels)
+
+
+def test_allowed_label_values_are_enforced() -> None:
+    c = Registry().counter("m_total", "M.", ("outcome",), allowed={"outcome": ("ok", "bad")})
+    c.inc(outcome="ok")
+    with pytest.raises(ValueError, match="'accpeted' is not one of"):
+        c.inc(outcome="accpeted")
+
+
+@pytest.mark.parametrize("amount", [-1.0, math.nan])
+def test_counters_only_go_up(amount: float) -> None:
+    c = Registry().counter("m_total", "M.")
+    with pytest.raises(ValueError, match="cannot change"):
+        c.inc(amount)
+    assert c.value() == 0
+
+
+def test_registration_errors() -> None:
+    r = Registry()
+    r.counter("m_total", "M.")
+    with pytest.raises(ValueError, match="already registered"):
+        r.gauge("m_total", "Again.")
+    with pytest.raises(ValueError, match="not a valid Prometheus metric name"):
+        r.counter("bad-name", "X.")
+    with pytest.raises(ValueError, match="not a valid label name"):
+        r.counter("x_total", "X.", ("__reserved",))
+    with pytest.raises(ValueError, match="repeated label"):
+        r.counter("y_total", "Y.", ("a", "a"))
+    with pytest.raises(TypeError, match="not a string"):
+        r.counter("z_total", "Z.", "sensor")
+    with pytest.raises(ValueError, match="restricts unknown labels"):
+        r.counter("w_total", "W.", ("a",), allowed={"b": ("x",)})
+    with pytest.raises(ValueError, match="reserved"):
+        r.summary("q_seconds", "Q.", ("quantile",))
+
+
+def test_increments_from_many_threads_are_not_lost() -> None:
+    c = Registry().counter("m_total", "M.", ("source",))
+    threads_n, per_thread = 8, 5000
+    start = threading.Barrier(threads_n)
+
+    def work() -> None:
+        start.wait()
+        for _ in range(per_thread):
+            c.inc(source="mqtt")
+
+    threads = [threading.Thread(target=work) for _ in range(threads_n)]
+    # Switch threads very often so an unlocked read-modify-write would lose updates.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(previous)
+    assert c.value(source="mqtt") == threads_n * per_thread
+
+
+def test_content_type_names_format_0_0_4() -> None:
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+DEFAULT_AT_START = """\
+# HELP vs121gw_bacnet_fd_registered 1 while registered as a foreign device with the BBMD, else 0.
+# TYPE vs121gw_bacnet_fd_registered gauge
+vs121gw_bacnet_fd_registered 0
+# HELP vs121gw_decode_errors_total Payloads from a known sensor that could not be fully decoded.
+# TYPE vs121gw_decode_errors_total counter
+# HELP vs121gw_downlinks_total Downlink commands sent to sensors, by outcome.
+# TYPE vs121gw_downlinks_total counter
+# HELP vs121gw_duplicates_total Reports dropped as repeats of one already applied.
+# TYPE vs121gw_duplicates_total counter
+# HELP vs121gw_messages_total Messages received, by source and what became of them.
+# TYPE vs121gw_messages_total counter
+# HELP vs121gw_modbus_requests_total Modbus requests answered, by transport and outcome.
+# TYPE vs121gw_modbus_requests_total counter
+# HELP vs121gw_mqtt_connected 1 while connected to the MQTT broker, else 0.
+# TYPE vs121gw_mqtt_connected gauge
+vs121gw_mqtt_connected 0
+# HELP vs121gw_queue_depth Messages waiting in a source's queue.
+# TYPE vs121gw_queue_depth gauge
+# HELP vs121gw_queue_overflow_total Messages dropped because a source's queue was full.
+# TYPE vs121gw_queue_overflow_total counter
+# HELP vs121gw_sensors_stale Sensors that have not reported within their stale time.
+# TYPE vs121gw_sensors_stale gauge
+vs121gw_sensors_stale 0
+# HELP vs121gw_state_write_seconds Time spent writing the sensor state to disk.
+# TYPE vs121gw_state_write_seconds summary
+vs121gw_state_write_seconds_sum 0
+vs121gw_state_write_seconds_count 0
+# HELP vs121gw_state_writes_total Times the sensor state was written to disk.
+# TYPE vs121gw_state_writes_total counter
+vs121gw_state_writes_total 0
+# HELP vs121gw_unknown_devices_total Messages from devices that are not in the configuration.
+# TYPE vs121gw_unknown_devices_total counter
+vs121gw_unknown_devices_total 0
+"""
+
+
+def test_default_metrics_at_start() -> None:
+    assert default_metrics().registry.render() == DEFAULT_AT_START
+
+
+def test_default_metrics_in_use() -> None:
+    m = default_metrics()
+    m.messages.inc(source="mqtt", outcome="accepted")
+    m.messages.inc(source="mqtt", outcome="decode_error")
+    m.decode_errors.inc(sensor="lobby")
+    m.duplicates.inc(sensor="lobby")
+    m.unknown_devices.inc()
+    m.sensors_stale.set(1)
+    m.queue_depth.set_function(lambda: 4, source="mqtt")
+    m.queue_overflow.inc(source="mqtt")
+    m.state_writes.inc()
+    m.state_write_seconds.observe(0.125)
+    m.mqtt_connected.set(1)
+    m.downlinks.inc(sensor="lobby", outcome="sent")
+    m.bacnet_fd_registered.set(1)
+    m.modbus_requests.inc(transport="rtu", outcome="ok")
+    samples = [line for line in m.registry.render().splitlines() if not line.startswith("#")]
+    assert samples == [
+        "vs121gw_bacnet_fd_registered 1",
+        'vs121gw_decode_errors_total{sensor="lobby"} 1',
+        'vs121gw_downlinks_total{sensor="lobby",outcome="sent"} 1',
+        'vs121gw_duplicates_total{sensor="lobby"} 1',
+        'vs121gw_messages_total{source="mqtt",outcome="accepted"} 1',
+        'vs121gw_messages_total{source="mqtt",outcome="decode_error"} 1',
+        'vs121gw_modbus_requests_total{transport="rtu",outcome="ok"} 1',
+        "vs121gw_mqtt_connected 1",
+        'vs121gw_queue_depth{source="mqtt"} 4',
+        'vs121gw_queue_overflow_total{source="mqtt"} 1',
+        "vs121gw_sensors_stale 1",
+        "vs121gw_state_write_seconds_sum 0.125",
+        "vs121gw_state_write_seconds_count 1",
+        "vs121gw_state_writes_total 1",
+        "vs121gw_unknown_devices_total 1",
+    ]
+
+
+@pytest.mark.parametrize("outcome", MESSAGE_OUTCOMES)
+def test_every_planned_message_outcome_is_accepted(outcome: str) -> None:
+    m = default_metrics()
+    m.messages.inc(source="http", outcome=outcome)
+    assert m.messages.value(source="http", outcome=outcome) == 1
+
+
+def test_message_outcome_typos_are_refused() -> None:
+    with pytest.raises(ValueError, match="is not one of"):
+        default_metrics().messages.inc(source="mqtt", outcome="ok")
+
+
+def test_default_metrics_are_independent_unless_sharing_a_registry() -> None:
+    a, b = default_metrics(), default_metrics()
+    a.unknown_devices.inc()
+    assert b.unknown_devices.value() == 0
+    with pytest.raises(ValueError, match="already registered"):
+        default_metrics(a.registry)
