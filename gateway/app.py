@@ -21,7 +21,7 @@ from gateway.mqtt_source import MqttMessage, MqttSource
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
 from gateway.simulator_source import SimulatorSource
-from gateway.state import Change, GatewayState
+from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
 
 log = logging.getLogger("gateway")
@@ -85,7 +85,6 @@ class Gateway:
             self.settings.gateway.state_dir,
         )
         self.metrics.sensors_stale.set_function(self._stale_count)
-        self.state.subscribe(self._on_change)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
         try:
@@ -126,7 +125,7 @@ class Gateway:
             self.metrics.queue_depth.set_function(self.mqtt.depth, source="mqtt")
             self._spawn(self._mqtt_consumer(self.mqtt), "mqtt")
         if cfg.simulate.enabled:
-            sim = SimulatorSource(cfg, self.ingest, self.committer)
+            sim = SimulatorSource(cfg, self.ingest, self.committer, self.state)
             self._spawn(sim.run(), "simulator")
 
     async def _shutdown(self) -> None:
@@ -194,11 +193,12 @@ class Gateway:
         while True:
             self._loop_alive = time.monotonic()
             self.state.tick()
+            self.state.publish_gateway(self.gateway_values())
             self.notifier.status(self._status_line())
             next_at += TICK_S
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    def gateway_values(self) -> dict[str, float]:
+    def gateway_values(self) -> dict[str, int]:
         uptime = int(time.monotonic() - self._started)
         online = sum(1 for s in self.state.sensors.values() if s.online)
         return {
@@ -220,10 +220,6 @@ class Gateway:
         online = sum(1 for s in self.state.sensors.values() if s.online)
         mqtt = "" if self.mqtt is None else (", MQTT up" if self.mqtt.connected else ", MQTT down")
         return f"{online}/{len(self.state.sensors)} sensors online{mqtt}"
-
-    def _on_change(self, change: Change) -> None:
-        if change.online is not None and change.online:
-            log.info("sensor %s online", change.sensor_id)
 
     # -- commands ---------------------------------------------------------------------------
 

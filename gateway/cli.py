@@ -191,9 +191,10 @@ def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
-    from gateway.demo import run_demo  # noqa: PLC0415  (keeps the codec commands light)
+    # Imported here so the codec commands stay quick to start.
+    from gateway.runner import run  # noqa: PLC0415
 
-    return run_demo(_load(args.config), out)
+    return run(_load(args.config))
 
 
 COMMANDS = {

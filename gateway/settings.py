@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.errors import ConfigError
+from gateway.mqtt_settings import MqttSection
 from objects.catalog import MAX_REGIONS, Model
 from objects.pointmap import SensorSpec, find_conflicts, resolve
 
@@ -229,6 +230,7 @@ class Settings(BaseSettings):
     bacnet: BacnetSection = BacnetSection()
     modbus: ModbusSection = ModbusSection()
     http: HttpSection = HttpSection()
+    mqtt: MqttSection = MqttSection()
     simulate: SimulateSection = SimulateSection()
     sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 import time
 
 from gateway.ingest import Ingest
 from gateway.settings import SensorSection, Settings
 from gateway.simulate import SimulatedSpace
+from gateway.state import GatewayState
 from gateway.store import Committer
+
+log = logging.getLogger("gateway.simulator")
 
 SIM_SOURCE = "simulator"
 
@@ -37,8 +41,11 @@ def chirpstack_uplink(
 
 
 class SimulatorSource:
-    def __init__(self, settings: Settings, ingest: Ingest, committer: Committer) -> None:
+    def __init__(
+        self, settings: Settings, ingest: Ingest, committer: Committer, state: GatewayState
+    ) -> None:
         self._settings = settings
+        self._state = state
         self._ingest = ingest
         self._committer = committer
         self._spaces = {
@@ -47,6 +54,18 @@ class SimulatorSource:
         }
         self._fcnt = dict.fromkeys(self._spaces, 0)
         self._run = secrets.token_hex(4)
+
+    def _describe(self, sensor: SensorSection) -> None:
+        v = self._state.current(sensor.id)
+        occupied = [str(n) for n in range(1, 17) if v.get(f"region_{n}") == 1]
+        log.info(
+            "demo %s: %s people, regions occupied: %s, total in %s / out %s",
+            sensor.id,
+            v.get("people_count_all", "?"),
+            ",".join(occupied) or "none",
+            v.get("gateway_total_in", "?"),
+            v.get("gateway_total_out", "?"),
+        )
 
     def step(self) -> None:
         now = time.time()
@@ -64,6 +83,7 @@ class SimulatorSource:
                     space.report_dwell(serial, now, int(period)),
                 ):
                     self._ingest.vs121p(SIM_SOURCE, json.dumps(report).encode(), received_at=now)
+            self._describe(sensor)
 
     def _lorawan(self, sensor: SensorSection, space: SimulatedSpace, now: float) -> None:
         eui = sensor.dev_eui or ""

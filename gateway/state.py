@@ -187,6 +187,7 @@ class GatewayState:
         }
         self._subscribers: list[Callable[[Change], None]] = []
         self.dirty: set[str] = set()
+        self.gateway_values: dict[str, Value] = {}
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -218,6 +219,7 @@ class GatewayState:
                 self._apply_values(s, _history_fields(record), rts, changed, problems)
                 self._count_history_lines(s, record, rts)
 
+        previous = s.last_report
         s.last_report = max(s.last_report or 0.0, report.received_at)
         changed.update(self._derived(s, report.received_at))
         was_online = s.online
@@ -225,7 +227,11 @@ class GatewayState:
         self.dirty.add(s.spec.id)
         self._emit(Change(s.spec.id, changed, online=True if not was_online else None))
         if not was_online:
-            log.info("sensor %s: reporting again", s.spec.id)
+            if previous is None:
+                log.info("sensor %s: first report", s.spec.id)
+            else:
+                silent = report.received_at - previous
+                log.info("sensor %s: reporting again after %.0f s", s.spec.id, silent)
         return ApplyResult(Outcome.APPLIED, tuple(problems))
 
     def _is_duplicate(self, s: SensorState, report: Report) -> bool:
@@ -384,6 +390,13 @@ class GatewayState:
             if changed or transition is not None:
                 s.values.update(changed)
                 self._emit(Change(s.spec.id, changed, online=transition))
+
+    def publish_gateway(self, values: Mapping[str, Value]) -> None:
+        """Emit the gateway's own points (heartbeat, uptime, ...) as a Change for sensor ""."""
+        changed = {k: v for k, v in values.items() if self.gateway_values.get(k) != v}
+        if changed:
+            self.gateway_values.update(changed)
+            self._emit(Change("", changed))
 
     def reset_totals(self, sensor_id: str) -> None:
         """Zero the gateway's totals for one sensor (a command from BACnet, Modbus or the CLI)."""

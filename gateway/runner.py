@@ -1,0 +1,41 @@
+"""Process-level concerns of `vs121-gateway run`: logging, signals, the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from gateway.app import Gateway
+from gateway.settings import Settings
+
+
+def configure_logging(level: str) -> None:
+    """One line per event. Under systemd the journal adds the time; elsewhere we do."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # Library chatter at INFO is not operator news.
+    for noisy in ("aiohttp.access", "bacpypes3", "pymodbus", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _main(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await Gateway(settings).run(stop)
+
+
+def run(settings: Settings) -> int:
+    configure_logging(settings.gateway.log_level)
+    try:
+        asyncio.run(_main(settings))
+    except OSError as exc:
+        logging.getLogger("gateway").error("cannot start: %s", exc)
+        return 1
+    return 0
