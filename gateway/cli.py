@@ -88,6 +88,42 @@ def _parser() -> argparse.ArgumentParser:
         help="table (default), csv, ede (BACnet EDE 2.3), modbus (Markdown), modbus-csv",
     )
 
+    sim = sub.add_parser(
+        "simulate",
+        help="publish simulated sensor traffic to an MQTT broker",
+        description=(
+            "Publish realistic traffic for every sensor in the configuration: LoRaWAN uplinks in "
+            "the chosen envelope, VS121-P JSON for vs121-p sensors. Prints a JSON summary with "
+            "what each sensor published."
+        ),
+    )
+    sim.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=1883)
+    sim.add_argument(
+        "--envelope", choices=["chirpstack", "tts", "milesight", "raw"], default="chirpstack"
+    )
+    sim.add_argument("--rounds", type=int, default=10, help="reporting intervals to simulate")
+    sim.add_argument("--interval", type=float, default=1.0, help="seconds between rounds")
+    sim.add_argument(
+        "--gap-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every N rounds a LoRaWAN sensor misses two intervals, then sends them as history",
+    )
+
+    rst = sub.add_parser(
+        "reset-counts",
+        help="reset a sensor's totals in the running gateway",
+        description=(
+            "Ask the running gateway (through its HTTP server) to zero a sensor's totals; for a "
+            "LoRaWAN sensor it also sends the reset downlink (ff51ff)."
+        ),
+    )
+    rst.add_argument("sensor", help="sensor id from the configuration")
+    rst.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+
     chk = sub.add_parser(
         "check-config",
         help="validate a configuration file",
@@ -197,12 +233,61 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return run(_load(args.config))
 
 
+def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.sim_publish import TrafficPlan, publish  # noqa: PLC0415
+
+    settings = _load(args.config)
+    plan = TrafficPlan(list(settings.sensors), args.envelope, gap_every=args.gap_every)
+    try:
+        sent = publish(plan, args.host, args.port, rounds=args.rounds, interval=args.interval)
+    except (OSError, ConnectionError) as exc:
+        print(f"vs121-gateway simulate: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "messages": sent,
+        "sensors": {
+            sim.sensor.id: {"in": sim.published_in, "out": sim.published_out} for sim in plan.sims
+        },
+    }
+    out.write(json.dumps(summary) + "\n")
+    return EXIT_OK
+
+
+def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    http = _load(args.config).http
+    scheme = "https" if http.tls_cert_file else "http"
+    url = f"{scheme}://{http.host}:{http.port}/api/sensors/{args.sensor}/reset"
+    request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 (http/https only)
+    password = http.basic_auth_password()
+    if http.username and password is not None:
+        token = base64.b64encode(f"{http.username}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own URL)
+            out.write(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        print(
+            f"vs121-gateway reset-counts: {exc.code}: {exc.read().decode().strip()}",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as exc:
+        print(f"vs121-gateway reset-counts: gateway not reachable at {url}: {exc}", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run,
     "decode": cmd_decode,
     "encode": cmd_encode,
     "points": cmd_points,
     "check-config": cmd_check_config,
+    "simulate": cmd_simulate,
+    "reset-counts": cmd_reset_counts,
 }
 
 

@@ -312,6 +312,7 @@ def _number(value: float) -> str:
 
 MESSAGE_OUTCOMES: Final = (
     "accepted",
+    "partial",
     "duplicate",
     "decode_error",
     "envelope_error",

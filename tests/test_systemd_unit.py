@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from gateway.mqtt_settings import MqttSection
 from gateway.settings import ENV_PREFIX, Settings
 
 SYSTEMD = Path(__file__).resolve().parents[1] / "systemd"
@@ -132,10 +131,10 @@ def _runnable_copy(directory: Path) -> Path:
 
 
 def _systemd_analyze() -> str:
-    tool = shutil.which("systemd-analyze")
-    if tool is None:
+    program = shutil.which("systemd-analyze")
+    if program is None:
         pytest.skip("systemd-analyze is not installed (Debian package: systemd)")
-    return tool
+    return program
 
 
 def _verify(unit: Path) -> None:
@@ -199,8 +198,8 @@ def test_systemd_analyze_security_exposure(tmp_path: Path) -> None:
 
 
 def test_sysusers_creates_the_user_in_dialout(tmp_path: Path) -> None:
-    tool = shutil.which("systemd-sysusers")
-    if tool is None:
+    program = shutil.which("systemd-sysusers")
+    if program is None:
         pytest.skip("systemd-sysusers is not installed (Debian package: systemd)")
     if os.geteuid() != 0:
         pytest.skip("systemd-sysusers --root needs root to set file ownership")
@@ -209,7 +208,7 @@ def test_sysusers_creates_the_user_in_dialout(tmp_path: Path) -> None:
     (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n", encoding="utf-8")
     (etc / "group").write_text("root:x:0:\ndialout:x:20:\n", encoding="utf-8")
     done = subprocess.run(
-        [tool, f"--root={tmp_path}", str(SYSTEMD / "sysusers.conf")],
+        [program, f"--root={tmp_path}", str(SYSTEMD / "sysusers.conf")],
         capture_output=True,
         text=True,
         timeout=60,
@@ -269,8 +268,4 @@ def test_env_example_has_the_documented_examples() -> None:
 @pytest.mark.parametrize("name", _env_names())
 def test_env_example_names_are_settings(name: str) -> None:
     path = name.removeprefix(ENV_PREFIX).lower().split("__")
-    if path[0] == "mqtt" and "mqtt" not in Settings.model_fields:
-        # The MQTT section's model is defined in its own module.
-        assert _resolves(MqttSection, path[1:]), name
-    else:
-        assert _resolves(Settings, path), name
+    assert _resolves(Settings, path), name
