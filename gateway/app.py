@@ -55,6 +55,7 @@ class Gateway:
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop_alive = time.monotonic()
         self.ready = asyncio.Event()
+        self._last_status = ""
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Gateway:
                 metrics_text=self.metrics.registry.render,
                 healthy=self._healthy,
                 reset=self.reset_counts,
+                status=self.status_document,
             )
             await self.http.start()
         if cfg.mqtt.enabled:
@@ -194,7 +196,10 @@ class Gateway:
             self._loop_alive = time.monotonic()
             self.state.tick()
             self.state.publish_gateway(self.gateway_values())
-            self.notifier.status(self._status_line())
+            status = self._status_line()
+            if status != self._last_status:
+                self._last_status = status
+                self.notifier.status(status)
             next_at += TICK_S
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -220,6 +225,16 @@ class Gateway:
         online = sum(1 for s in self.state.sensors.values() if s.online)
         mqtt = "" if self.mqtt is None else (", MQTT up" if self.mqtt.connected else ", MQTT down")
         return f"{online}/{len(self.state.sensors)} sensors online{mqtt}"
+
+    def status_document(self) -> dict[str, Any]:
+        """What GET /api/sensors shows: every sensor's freshness and current values."""
+        return {
+            "gateway": dict(self.state.gateway_values),
+            "sensors": {
+                sid: {"online": s.online, "values": dict(s.values)}
+                for sid, s in self.state.sensors.items()
+            },
+        }
 
     # -- commands ---------------------------------------------------------------------------
 

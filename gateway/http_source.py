@@ -12,6 +12,7 @@ import hmac
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -43,12 +44,14 @@ class HttpServer:
         metrics_text: Callable[[], str],
         healthy: Callable[[], bool],
         reset: ResetFn | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
         self._metrics_text = metrics_text
         self._healthy = healthy
         self._reset = reset
+        self._status = status
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
         self.port: int | None = None
@@ -58,6 +61,8 @@ class HttpServer:
         app.router.add_post(self._cfg.path, self._post)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._health)
+        if self._status is not None:
+            app.router.add_get("/api/sensors", self._sensors)
         if self._reset is not None:
             app.router.add_post("/api/sensors/{sensor}/reset", self._reset_counts)
         return app
@@ -131,6 +136,12 @@ class HttpServer:
             return web.Response(status=404, text=f"unknown sensor {sensor!r}\n")
         log.info("HTTP %s: reset counts of sensor %s", request.remote or "?", sensor)
         return web.Response(text=_one_line(done) + "\n")
+
+    async def _sensors(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.Response(status=401, text="basic auth required\n")
+        assert self._status is not None
+        return web.json_response(self._status())
 
     async def _metrics(self, _request: web.Request) -> web.Response:
         return web.Response(text=self._metrics_text(), content_type="text/plain", charset="utf-8")

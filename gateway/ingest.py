@@ -201,7 +201,7 @@ class Ingest:
     ) -> IngestResult:
         who = f"sensor {sensor_id}" if sensor_id else (f"topic {topic}" if topic else "message")
         self._quiet.warn(
-            f"{source}:{sensor_id or topic}:{result}",
+            f"{source}:{sensor_id or topic}:{result}:{reason}",
             f"{source}: {who}: {result.value.replace('_', ' ')}: {reason}",
         )
         self._tally(source, result, sensor_id)

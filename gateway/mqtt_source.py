@@ -113,10 +113,12 @@ class MqttSource:
         self._client: mqtt.Client | None = None
         # Serialises starting, reconnecting on purpose and stopping the network thread.
         self._net_lock = threading.Lock()
-        # Guards `_link`, the number of the live connection; `ack` checks it (any thread).
+        # Guards `_link`, the number of the live connection, which `ack` checks (any thread),
+        # and `_outstanding`, messages of that connection handed out by get() and not yet acked.
         self._ack_lock = threading.Lock()
         self._link: int | None = None
         self._links = 0
+        self._outstanding = 0
         # Owned by paho's thread.
         self._session_up = False
         self._last_failure: str | None = None
@@ -128,6 +130,7 @@ class MqttSource:
         self._burst = 0
         self._unacked_drops = 0
         self._recovery: asyncio.Task[None] | None = None
+        self._puback_waiters: dict[int, asyncio.Future[None]] = {}
         self._stopping = False
 
     # -- public API ------------------------------------------------------------------------
@@ -141,7 +144,12 @@ class MqttSource:
         return self._queue.qsize()
 
     async def get(self) -> MqttMessage:
-        return await self._queue.get()
+        msg = await self._queue.get()
+        if msg.qos:
+            with self._ack_lock:
+                if msg.connection == self._link:
+                    self._outstanding += 1
+        return msg
 
     async def start(self) -> None:
         """Start connecting in the background and return at once.
@@ -164,9 +172,10 @@ class MqttSource:
         if self._client is None:
             return
         self._stopping = True
-        await asyncio.to_thread(self._shutdown, status_wait)
         if self._recovery is not None:
+            self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        await asyncio.to_thread(self._shutdown, status_wait)
 
     def ack(self, msg: MqttMessage) -> None:
         """Acknowledge `msg` to the broker, which then forgets it. Call once its effect is durable.
@@ -180,11 +189,14 @@ class MqttSource:
             return
         with self._ack_lock:
             client = self._client
-            if client is not None and msg.connection == self._link:
+            live = client is not None and msg.connection == self._link
+            if client is not None and live:
                 client.ack(msg.mid, msg.qos)
-            else:
-                log.debug("MQTT ack for mid %d skipped: its connection is gone", msg.mid)
-        if self._unacked_drops:
+                self._outstanding = max(0, self._outstanding - 1)
+            idle = self._outstanding == 0
+        if not live:
+            log.debug("MQTT ack for mid %d not sent: its connection is gone", msg.mid)
+        elif idle and self._unacked_drops:
             self._to_loop(self._maybe_recover)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
@@ -233,6 +245,7 @@ class MqttSource:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         return client
 
     def _set_tls(self, client: mqtt.Client) -> None:
@@ -326,6 +339,7 @@ class MqttSource:
         with self._ack_lock:
             self._links += 1
             self._link = self._links
+            self._outstanding = 0
         self._session_up = True
         self._last_failure = None
         log.info(
@@ -420,6 +434,17 @@ class MqttSource:
             log.warning("MQTT connection lost: %s; retrying", reason)
         self._to_loop(self._set_connected, False)
 
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if self._puback_waiters:
+            self._to_loop(self._puback, mid)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             topic = message.topic
@@ -505,26 +530,55 @@ class MqttSource:
 
     def _maybe_recover(self) -> None:
         # A dropped, unacknowledged message holds a slot of the broker's in-flight window until
-        # we reconnect; enough of them and delivery stops. So once the backlog is processed,
-        # reconnect on purpose and let the broker resend them.
-        if (
-            not self._unacked_drops
-            or not self._queue.empty()
-            or self._recovery is not None
-            or self._stopping
-            or not self._connected
-            or self._loop is None
-        ):
-            return
-        log.info(
-            "MQTT reconnecting so the broker delivers %d dropped messages again",
-            self._unacked_drops,
+        # we reconnect; enough of them and delivery stops. So once the backlog is processed and
+        # acknowledged, reconnect on purpose and let the broker resend them.
+        if self._recovery is None and self._loop is not None and self._recovery_due():
+            self._recovery = self._loop.create_task(self._recover())
+
+    def _recovery_due(self) -> bool:
+        with self._ack_lock:
+            busy = self._outstanding > 0
+        return (
+            not busy
+            and self._unacked_drops > 0
+            and self._queue.empty()
+            and self._connected
+            and not self._stopping
         )
-        self._unacked_drops = 0
-        self._recovery = self._loop.create_task(self._recover())
 
     async def _recover(self) -> None:
         try:
+            # Our latest acks let the broker send more; it sends them before it answers a later
+            # packet of ours. So after one round trip we know whether the queue is really idle,
+            # and the reconnect leaves no message half-way (which would only come twice).
+            if not await self._round_trip() or not self._recovery_due():
+                return
+            log.info(
+                "MQTT reconnecting so the broker delivers %d dropped messages again",
+                self._unacked_drops,
+            )
+            self._unacked_drops = 0
             await asyncio.to_thread(self._reconnect)
         finally:
             self._recovery = None
+
+    async def _round_trip(self) -> bool:
+        """Publish the status again (it is "online" already) and await the broker's PUBACK."""
+        client = self._client
+        if client is None or self._loop is None:
+            return False
+        info = client.publish(self._cfg.status_topic, ONLINE, qos=1, retain=True)
+        # Registered before we yield, so the PUBACK (handled in this loop) cannot overtake it.
+        answered = self._puback_waiters[info.mid] = self._loop.create_future()
+        try:
+            await asyncio.wait_for(answered, STOP_TIMEOUT_S)
+        except TimeoutError:
+            return False
+        finally:
+            self._puback_waiters.pop(info.mid, None)
+        return True
+
+    def _puback(self, mid: int) -> None:
+        waiter = self._puback_waiters.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

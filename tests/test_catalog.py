@@ -10,8 +10,8 @@ from objects.catalog import (
     MAX_REGIONS,
     MODBUS_BLOCK,
     SENSOR_POINTS,
-    Model,
     ModbusKind,
+    Model,
     ObjectType,
     Point,
     Source,
@@ -24,9 +24,7 @@ ALL_POINTS = SENSOR_POINTS + GATEWAY_POINTS
 
 
 def _full(number: int, model: Model, name: str | None = None) -> SensorSpec:
-    return SensorSpec(
-        id=f"s{number}", name=name or f"Sensor {number}", number=number, model=model
-    )
+    return SensorSpec(id=f"s{number}", name=name or f"Sensor {number}", number=number, model=model)
 
 
 @pytest.mark.parametrize("point", ALL_POINTS, ids=lambda p: p.key)

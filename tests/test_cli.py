@@ -15,7 +15,13 @@ EXE = [sys.executable, "-m", "gateway.cli"]
 
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*EXE, *args], input=stdin, capture_output=True, text=True, timeout=60, cwd=ROOT
+        [*EXE, *args],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
     )
 
 

@@ -111,16 +111,28 @@ def test_guide_occupancy_report() -> None:
     assert _clean("04c9030800a1 06cd05") == {
         "people_count_all": 3,
         "region_count": 8,
-        "region_1": 1, "region_2": 0, "region_3": 0, "region_4": 0,
-        "region_5": 0, "region_6": 1, "region_7": 0, "region_8": 1,
+        "region_1": 1,
+        "region_2": 0,
+        "region_3": 0,
+        "region_4": 0,
+        "region_5": 0,
+        "region_6": 1,
+        "region_7": 0,
+        "region_8": 1,
         "people_count_max": 5,
     }
 
 
 def test_guide_region_people_counting_report() -> None:
     assert _clean("07d50001000000000003 06cd05 0ee40004000b00") == {
-        "region_1_count": 0, "region_2_count": 1, "region_3_count": 0, "region_4_count": 0,
-        "region_5_count": 0, "region_6_count": 0, "region_7_count": 0, "region_8_count": 3,
+        "region_1_count": 0,
+        "region_2_count": 1,
+        "region_3_count": 0,
+        "region_4_count": 0,
+        "region_5_count": 0,
+        "region_6_count": 0,
+        "region_7_count": 0,
+        "region_8_count": 3,
         "people_count_max": 5,
         "dwell_time_region": 0,  # 00 = all regions
         "dwell_time_avg": 4,
@@ -140,7 +152,8 @@ def test_guide_line_cross_report_with_timestamp() -> None:
 
 def test_guide_people_flow_report() -> None:
     data = _clean(
-        "09da0001000000000000 0ada0000000000000000 0bda0000000000000000 0cda0000000000000000")
+        "09da0001000000000000 0ada0000000000000000 0bda0000000000000000 0cda0000000000000000"
+    )
     flows = [f"{a}_to_{b}" for a in "abcd" for b in "abcd"]
     assert data == {name: 256 if name == "a_to_a" else 0 for name in flows}
 
@@ -169,8 +182,8 @@ def test_cut_item_is_named_with_offset_and_not_decoded() -> None:
     result = decode_hex("06cd05 0f85e8ba14")
     assert result["data"] == {"people_count_max": 5}
     assert result["errors"] == [
-        "channel 0x0f 0x85 at byte 3: cut short: needs 4 data bytes, only 3 left; "
-        "decoding stopped"]
+        "channel 0x0f 0x85 at byte 3: cut short: needs 4 data bytes, only 3 left; decoding stopped"
+    ]
 
 
 def test_lone_channel_byte_is_named_with_offset() -> None:
@@ -203,8 +216,12 @@ def test_cut_history_header_adds_no_history_key() -> None:
 
 def test_unknown_reply_type_is_an_error() -> None:
     """A type on a reply channel that neither the guide nor the vendor codec documents."""
-    for text, named in (("ff0200", "0xff 0x02"), ("fe0101", "0xfe 0x01"),
-                        ("f90100", "0xf9 0x01"), ("f8010000", "0xf8 0x01")):
+    for text, named in (
+        ("ff0200", "0xff 0x02"),
+        ("fe0101", "0xfe 0x01"),
+        ("f90100", "0xf9 0x01"),
+        ("f8010000", "0xf8 0x01"),
+    ):
         result = decode_hex(text)
         assert result["data"] == {}
         assert f"unknown channel {named} at byte 0" in result["errors"][0]
@@ -227,7 +244,12 @@ def test_occupancy_bitmap_high_byte_holds_regions_9_to_16() -> None:
 
 def test_occupancy_names_only_mapped_regions() -> None:
     assert _clean("04c901030005") == {
-        "people_count_all": 1, "region_count": 3, "region_1": 1, "region_2": 0, "region_3": 1}
+        "people_count_all": 1,
+        "region_count": 3,
+        "region_1": 1,
+        "region_2": 0,
+        "region_3": 1,
+    }
     assert _clean("04c900000000") == {"people_count_all": 0, "region_count": 0}
 
 
@@ -245,44 +267,63 @@ def test_occupancy_bits_beyond_region_count_warn() -> None:
     result = decode_hex("04c903020007")  # regions 1..3 set, only 2 mapped
     assert result["errors"] == []
     assert result["data"] == {
-        "people_count_all": 3, "region_count": 2, "region_1": 1, "region_2": 1}
+        "people_count_all": 3,
+        "region_count": 2,
+        "region_1": 1,
+        "region_2": 1,
+    }
     assert "bits set beyond region_count 2" in result["warnings"][0]
     assert "0x0007" in result["warnings"][0]
 
 
 def test_history_occupancy_checks_the_same_rules() -> None:
     result = decode_hex("20ce00000000 01 03 02 0007")
-    assert result["data"] == {"history": [
-        {"timestamp": 0, "people_count_all": 3, "region_count": 2, "region_1": 1,
-         "region_2": 1}]}
+    assert result["data"] == {
+        "history": [
+            {"timestamp": 0, "people_count_all": 3, "region_count": 2, "region_1": 1, "region_2": 1}
+        ]
+    }
     assert "channel 0x20 0xce at byte 0" in result["warnings"][0]
 
 
 def test_repeated_item_last_one_wins() -> None:
     assert _clean("06cd05 06cd09 0f8501000000 0f8502000000") == {
-        "people_count_max": 9, "timestamp": 2}
+        "people_count_max": 9,
+        "timestamp": 2,
+    }
 
 
 def test_repeated_occupancy_replaces_the_whole_region_set() -> None:
     """A second 04c9 with fewer regions must not leave the first one's region_5..8 behind."""
     data = _clean("04c90108 00ff 04c90004 0001")
-    assert data == {"people_count_all": 0, "region_count": 4, "region_1": 1, "region_2": 0,
-                    "region_3": 0, "region_4": 0}
+    assert data == {
+        "people_count_all": 0,
+        "region_count": 4,
+        "region_1": 1,
+        "region_2": 0,
+        "region_3": 0,
+        "region_4": 0,
+    }
 
 
 def test_history_records_append_in_order() -> None:
     data = _clean("20ce01000000 0307 20ce02000000 12 0100 0200 20ce03000000 11 01 0a00 1400")
-    assert data == {"history": [
-        {"timestamp": 1, "people_count_max": 7},
-        {"timestamp": 2, "line_in": 1, "line_out": 2},
-        {"timestamp": 3, "dwell_time_region": 1, "dwell_time_avg": 10, "dwell_time_max": 20},
-    ]}
+    assert data == {
+        "history": [
+            {"timestamp": 1, "people_count_max": 7},
+            {"timestamp": 2, "line_in": 1, "line_out": 2},
+            {"timestamp": 3, "dwell_time_region": 1, "dwell_time_avg": 10, "dwell_time_max": 20},
+        ]
+    }
 
 
 def test_history_mixed_with_live_items_keeps_them_apart() -> None:
     data = _clean("06cd05 20ce01000000 0307 0f8509000000")
-    assert data == {"people_count_max": 5, "timestamp": 9,
-                    "history": [{"timestamp": 1, "people_count_max": 7}]}
+    assert data == {
+        "people_count_max": 5,
+        "timestamp": 9,
+        "history": [{"timestamp": 1, "people_count_max": 7}],
+    }
 
 
 def test_every_history_type_decodes() -> None:
@@ -354,7 +395,10 @@ def test_decode_hex_accepts_whitespace_between_bytes() -> None:
 
 def test_reply_and_telemetry_in_one_uplink() -> None:
     assert _clean("ff0301 00 06cd05 f99301") == {
-        "from_now_on_report_interval": 1, "people_count_max": 5, "report_with_timestamp": "yes"}
+        "from_now_on_report_interval": 1,
+        "people_count_max": 5,
+        "report_with_timestamp": "yes",
+    }
 
 
 def test_applied_f8_reply_stores_the_setting() -> None:
@@ -364,8 +408,13 @@ def test_applied_f8_reply_stores_the_setting() -> None:
 def test_refused_f8_reply_is_reported_not_stored() -> None:
     result = decode_hex("f8 87 0b 01")
     assert result["errors"] == []
-    assert result["data"] == {"device_response_result": {
-        "channel_type": 0x87, "result": "forbidden", "request": {"tx_power_level": 11}}}
+    assert result["data"] == {
+        "device_response_result": {
+            "channel_type": 0x87,
+            "result": "forbidden",
+            "request": {"tx_power_level": 11},
+        }
+    }
     assert "channel 0xf8 0x87 at byte 0" in result["warnings"][0]
     assert "forbidden" in result["warnings"][0]
 
@@ -385,35 +434,49 @@ def test_undocumented_enum_value_decodes_as_unknown_with_a_warning() -> None:
 
 def test_schedule_replies_append() -> None:
     data = _clean("f999 00 00 01 08 00 09 00 f999 01 01 02 0a 1e 0b 00")
-    assert [(s["people_counting_type"], s["period"], s["weekday"]) for s in data["time_schedule"]] \
-        == [("region_people_counting", 1, "mon"), ("line_crossing_counting", 2, "tue")]
+    assert [
+        (s["people_counting_type"], s["period"], s["weekday"]) for s in data["time_schedule"]
+    ] == [("region_people_counting", 1, "mon"), ("line_crossing_counting", 2, "tue")]
 
 
 def test_reset_schedule_reply_uses_the_vendor_layout() -> None:
     """The vendor codec: mode, index, weekday mask, 3-byte minutes (the guide shows 2 bytes)."""
-    assert _clean("f995 01 00 7f b00400") == {"reset_cumulative_schedule": [{
-        "mode": "add", "index": 1,
-        "week_cycle": dict.fromkeys(("sun", "mon", "tue", "wed", "thu", "fri", "sat"), "enable"),
-        "time": 1200}]}
+    assert _clean("f995 01 00 7f b00400") == {
+        "reset_cumulative_schedule": [
+            {
+                "mode": "add",
+                "index": 1,
+                "week_cycle": dict.fromkeys(
+                    ("sun", "mon", "tue", "wed", "thu", "fri", "sat"), "enable"
+                ),
+                "time": 1200,
+            }
+        ]
+    }
 
 
 def test_d2d_replies_match_the_guide_examples() -> None:
     assert _clean("ff35 1234567812345678") == {"d2d_key": "1234567812345678"}
     assert _clean("f98e 00 01 1011") == {
-        "d2d_occupied_config": {"region": 1, "enable": "enable", "command": "1110"}}
+        "d2d_occupied_config": {"region": 1, "enable": "enable", "command": "1110"}
+    }
     assert _clean("f990 02 01 0110 3c00") == {
-        "d2d_vacant_config": {"region": 3, "enable": "enable", "command": "1001",
-                              "delay_time": 60}}
+        "d2d_vacant_config": {"region": 3, "enable": "enable", "command": "1001", "delay_time": 60}
+    }
 
 
 def test_guide_only_settings_decode() -> None:
     """Downlinks in the guide that the vendor's VS121 codec does not decode."""
     assert _clean("ff4200 ff4155 ff11e8ba1466 f9890004") == {
-        "wifi_enable": "disable", "lora_port": 85, "system_time": 1712634600,
-        "log_level": "debug"}
+        "wifi_enable": "disable",
+        "lora_port": 85,
+        "system_time": 1712634600,
+        "log_level": "debug",
+    }
     # The guide: "ff0501ff00 => channel index 0-15, ff00 => 8-15 is enabled" (bit i = channel i).
     assert _clean("ff0501ff00 ff05020000") == {
-        "lora_channel_mask_config": [{"id": 1, "mask": 0xFF00}, {"id": 2, "mask": 0}]}
+        "lora_channel_mask_config": [{"id": 1, "mask": 0xFF00}, {"id": 2, "mask": 0}]
+    }
 
 
 def test_reboot_and_reset_replies() -> None:

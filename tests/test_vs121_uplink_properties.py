@@ -48,8 +48,8 @@ _PLAIN: dict[bytes, list[tuple[str, str]]] = {
 _HISTORY_PLAIN: dict[int, list[tuple[str, str]]] = {
     0x02: _PLAIN[b"\x05\xcc"],
     0x03: _PLAIN[b"\x06\xcd"],
-    **{0x04 + k: [(key, "B") for key in _COUNTS[4 * k:4 * k + 4]] for k in range(4)},
-    **{0x08 + k: [(key, "H") for key in _FLOWS[2 * k:2 * k + 2]] for k in range(8)},
+    **{0x04 + k: [(key, "B") for key in _COUNTS[4 * k : 4 * k + 4]] for k in range(4)},
+    **{0x08 + k: [(key, "H") for key in _FLOWS[2 * k : 2 * k + 2]] for k in range(8)},
     0x10: _PLAIN[b"\x0d\xcc"],
     0x11: _PLAIN[b"\x0e\xe4"],
     0x12: _PLAIN[b"\x10\xf7"],
@@ -85,8 +85,12 @@ def _telemetry_item(draw: st.DrawFn) -> Item:
         body = draw(st.binary(min_size=6, max_size=6))
         fields = {"sn": body.hex()}
     else:
-        body = draw(st.binary(min_size=2 if header == b"\xff\x09" else 4,
-                              max_size=2 if header == b"\xff\x09" else 4))
+        body = draw(
+            st.binary(
+                min_size=2 if header == b"\xff\x09" else 4,
+                max_size=2 if header == b"\xff\x09" else 4,
+            )
+        )
         name = "hardware_version" if header == b"\xff\x09" else "firmware_version"
         fields = {name: ".".join(str(b) for b in body)}
     return header + body, fields, False
@@ -151,9 +155,34 @@ def test_never_raises_on_arbitrary_bytes(payload: bytes, fport: int) -> None:
 # Every telemetry header, the history header, and a few reply headers (f8 ff is undocumented).
 _HEADERS = [
     bytes.fromhex(h)
-    for h in ("ff01", "ff08", "ff09", "ff1f", "04c9", "05cc", "06cd", "07d5", "08d5", "09da",
-              "0ada", "0bda", "0cda", "0dcc", "0ee4", "0f85", "10f7", "20ce",
-              "ff03", "ff46", "fe35", "f995", "f999", "f891", "f895", "f8ff")
+    for h in (
+        "ff01",
+        "ff08",
+        "ff09",
+        "ff1f",
+        "04c9",
+        "05cc",
+        "06cd",
+        "07d5",
+        "08d5",
+        "09da",
+        "0ada",
+        "0bda",
+        "0cda",
+        "0dcc",
+        "0ee4",
+        "0f85",
+        "10f7",
+        "20ce",
+        "ff03",
+        "ff46",
+        "fe35",
+        "f995",
+        "f999",
+        "f891",
+        "f895",
+        "f8ff",
+    )
 ]
 
 
@@ -180,8 +209,10 @@ def test_telemetry_round_trip(items: list[Item]) -> None:
 
 @SETTINGS
 @given(_items.filter(bool), st.data())
-def test_a_cut_keeps_exactly_the_whole_items_before_it(items: list[Item], data: st.DataObject,
-                                                       ) -> None:
+def test_a_cut_keeps_exactly_the_whole_items_before_it(
+    items: list[Item],
+    data: st.DataObject,
+) -> None:
     payload = b"".join(packed for packed, _, _ in items)
     cut = data.draw(st.integers(1, len(payload) - 1))  # every item is at least 3 bytes
     whole: list[Item] = []

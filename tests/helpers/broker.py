@@ -51,6 +51,7 @@ class MosquittoBroker:
         port: int | None = None,
         executable: str = "mosquitto",
         start_timeout: float = 10.0,
+        persistence: bool = False,
     ) -> None:
         path = shutil.which(executable)
         if path is None:
@@ -60,6 +61,7 @@ class MosquittoBroker:
         self._workdir = workdir
         self._port = port
         self._start_timeout = start_timeout
+        self._persistence = persistence
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._log_start = 0  # where this run's output begins in the shared log file
@@ -140,10 +142,17 @@ class MosquittoBroker:
         config = self._workdir / "mosquitto.conf"
         # Log to stderr, which we redirect: run as root, mosquitto switches to its own user and
         # could not open a log file in a private temporary directory.
+        # With persistence, sessions and queued QoS 1 messages survive a restart (saved on
+        # SIGTERM); `user root` keeps a root-started broker able to write in our directory.
+        persistence = (
+            f"persistence true\npersistence_location {self._workdir}/\nuser root\n"
+            if self._persistence
+            else "persistence false\n"
+        )
         config.write_text(
             f"listener {port} {self.host}\n"
             "allow_anonymous true\n"
-            "persistence false\n"
+            f"{persistence}"
             "log_dest stderr\n"
             "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
         )

@@ -1,0 +1,122 @@
+"""The register image: the one copy of every Modbus value, owned by the gateway.
+
+The state's Changes are written into it synchronously in the event loop, and requests read it in
+the loop too, so a read never sees half of an update (both words of a 32-bit value change
+together). Input and holding registers share one array: the catalog mirrors every register
+point in both tables.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from gateway.modbus.encoding import WordOrder, encode
+from gateway.modbus.layout import (
+    ADDRESS_SPACE,
+    BIT_TABLES,
+    Cell,
+    Table,
+    cells,
+    readable_blocks,
+)
+from gateway.state import Change
+from objects.catalog import ModbusKind
+from objects.pointmap import ResolvedPoint
+
+_SWAP_TO_BIG_ENDIAN = sys.byteorder == "little"
+_BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """Where one point's value is stored and how it is encoded."""
+
+    table: Table | None  # None: the shared register array; else the bit table
+    address: int
+    width: int
+    scale: int
+    signed: bool
+
+
+class RegisterImage:
+    """Values, readable ranges and writable cells of all four tables."""
+
+    def __init__(self, points: Sequence[ResolvedPoint], *, word_order: WordOrder) -> None:
+        self._order = word_order
+        self._registers = array("H", bytes(2 * ADDRESS_SPACE))
+        self._bits = {t: bytearray(ADDRESS_SPACE) for t in BIT_TABLES}
+        self._readable = {t: bytearray(ADDRESS_SPACE) for t in Table}
+        for block in readable_blocks(points):
+            r = block.addresses
+            self._readable[block.table][r.start : r.stop] = b"\x01" * len(r)
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._writable: dict[tuple[Table, int], Cell] = {}
+        for cell in cells(points):
+            rp = cell.point
+            spec = rp.point.modbus
+            assert spec is not None  # cells() only yields points with a Modbus placement
+            table = None if spec.kind is ModbusKind.REGISTER else cell.table
+            self._slots[(rp.sensor_id, rp.key)] = _Slot(
+                table, cell.address, cell.width, spec.scale, spec.signed
+            )
+            if rp.writable and cell.table in (Table.COIL, Table.HOLDING):
+                self._writable[(cell.table, cell.address)] = cell
+
+    @property
+    def word_order(self) -> WordOrder:
+        return self._order
+
+    # -- updates ----------------------------------------------------------------------------
+
+    def apply(self, change: Change) -> None:
+        """A state subscriber: store the changed values (freshness shows in the status word)."""
+        self.load(change.sensor_id, change.values)
+
+    def load(self, sensor_id: str, values: Mapping[str, float]) -> None:
+        """Store values of one sensor ("" = the gateway); keys without a Modbus point are skipped."""
+        for key, value in values.items():
+            slot = self._slots.get((sensor_id, key))
+            if slot is None:
+                continue
+            if slot.table is not None:
+                self._bits[slot.table][slot.address] = 1 if value else 0
+                continue
+            words = encode(
+                float(value),
+                width=slot.width,
+                scale=slot.scale,
+                signed=slot.signed,
+                order=self._order,
+            )
+            self._registers[slot.address : slot.address + slot.width] = array("H", words)
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def readable(self, table: Table, address: int, count: int) -> bool:
+        """Whether every address of the range lies in a readable block."""
+        end = address + count
+        return end <= ADDRESS_SPACE and self._readable[table].find(0, address, end) == -1
+
+    def read_registers(self, table: Table, address: int, count: int) -> bytes | None:
+        """The registers as big-endian bytes, or None if any address is outside every block."""
+        if not self.readable(table, address, count):
+            return None
+        words = self._registers[address : address + count]
+        if _SWAP_TO_BIG_ENDIAN:
+            words.byteswap()
+        return words.tobytes()
+
+    def read_bits(self, table: Table, address: int, count: int) -> bytes | None:
+        """The bits packed as Modbus sends them (first bit in the lowest bit of the first byte)."""
+        if not self.readable(table, address, count):
+            return None
+        bits = self._bits[table][address : address + count]
+        packed = int(bits[::-1].translate(_BITS_AS_ASCII), 2)
+        return packed.to_bytes((count + 7) // 8, "little")
+
+    def writable_cell(self, table: Table, address: int) -> Cell | None:
+        """The writable point that starts at this address, if any."""
+        return self._writable.get((table, address))
