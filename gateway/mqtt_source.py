@@ -442,8 +442,7 @@ class MqttSource:
         reason_code: ReasonCode,
         properties: Properties | None,
     ) -> None:
-        if self._puback_waiters:
-            self._to_loop(self._puback, mid)
+        self._to_loop(self._puback, mid)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

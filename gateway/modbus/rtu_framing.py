@@ -1,0 +1,199 @@
+"""Cutting the byte stream of a shared RS485 line into Modbus RTU frames.
+
+On a shared bus the slave hears everything: the master's requests to every unit, the other
+slaves' responses, its own transmission if the adapter echoes, and line noise. Inter-character
+timing cannot delimit frames reliably behind USB adapters (they deliver bytes in bursts), so a
+frame is recognised by content: at each position the function code gives the length a request
+(or a response) of that function has, and the frame counts only if its CRC matches. Bytes before
+the first valid frame are noise and are dropped. What no length rule covers (an unknown function
+code) is tried as one whole frame once the line goes quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_UNIT_ID = 247
+MIN_FRAME = 4  # unit, function, CRC
+MAX_BUFFER = 1024  # a frame is at most 256 bytes; more than this unresolved is noise
+
+
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE = _crc_table()
+
+
+def crc16(data: bytes | bytearray | memoryview) -> int:
+    """The Modbus CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF)."""
+    crc = 0xFFFF
+    table = _CRC_TABLE
+    for byte in data:
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
+    return crc
+
+
+def with_crc(frame: bytes) -> bytes:
+    """The frame with its CRC appended (low byte first, as RTU sends it)."""
+    return frame + crc16(frame).to_bytes(2, "little")
+
+
+def crc_ok(frame: bytes | bytearray | memoryview) -> bool:
+    return len(frame) >= MIN_FRAME and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
+
+
+# A length rule gets the bytes from the unit id on and returns the whole frame length,
+# or None while the byte that tells the length has not arrived yet.
+LengthRule = Callable[[bytes | bytearray | memoryview], int | None]
+
+
+def _fixed(size: int) -> LengthRule:
+    return lambda _buf: size
+
+
+def _counted(position: int, overhead: int) -> LengthRule:
+    """Length given by a byte count at `position` (from the unit id), plus the fixed part."""
+    return lambda buf: buf[position] + overhead if len(buf) > position else None
+
+
+def _counted_word(buf: bytes | bytearray | memoryview) -> int | None:
+    return int.from_bytes(buf[2:4], "big") + 6 if len(buf) > 3 else None
+
+
+REQUEST_LENGTH: dict[int, LengthRule] = {
+    **{fc: _fixed(8) for fc in (1, 2, 3, 4, 5, 6, 8)},
+    **{fc: _fixed(4) for fc in (7, 11, 12, 17)},
+    15: _counted(6, 9),
+    16: _counted(6, 9),
+    20: _counted(2, 5),
+    21: _counted(2, 5),
+    22: _fixed(10),
+    23: _counted(10, 13),
+    24: _fixed(6),
+    43: _fixed(7),
+}
+
+RESPONSE_LENGTH: dict[int, LengthRule] = {
+    **{fc: _counted(2, 5) for fc in (1, 2, 3, 4, 12, 17, 20, 21, 23)},
+    **{fc: _fixed(8) for fc in (5, 6, 8, 11, 15, 16)},
+    7: _fixed(5),
+    22: _fixed(10),
+    24: _counted_word,
+}
+
+EXCEPTION_LENGTH = 5
+_EXCEPTION_RULE = _fixed(EXCEPTION_LENGTH)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One CRC-checked frame; `request` tells whether it has the shape of a request."""
+
+    unit: int
+    pdu: bytes
+    request: bool
+
+
+class FrameScanner:
+    """Feed it bytes as they arrive; take the complete frames; call `silence` on a quiet line."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._echo: bytes | None = None
+        self.discarded = 0  # runs of noise dropped since the last `take_discarded`
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > MAX_BUFFER:
+            del self._buf[: len(self._buf) - MAX_BUFFER]
+            self.discarded += 1
+
+    def expect_echo(self, frame: bytes) -> None:
+        """The adapter will hand back what we just sent: drop it instead of parsing it."""
+        self._echo = frame
+
+    @property
+    def pending(self) -> int:
+        """Bytes waiting to become a frame (or to be dropped as noise)."""
+        return len(self._buf)
+
+    def take_discarded(self) -> int:
+        count, self.discarded = self.discarded, 0
+        return count
+
+    def frames(self) -> list[Frame]:
+        """Every complete valid frame in the buffer, in order; noise before them is dropped."""
+        out: list[Frame] = []
+        while True:
+            if not self._drop_echo():
+                return out
+            found = self._find()
+            if found is None:
+                return out
+            start, size, request = found
+            if start:
+                self.discarded += 1
+            raw = bytes(self._buf[start : start + size])
+            del self._buf[: start + size]
+            out.append(Frame(raw[0], raw[1:-2], request))
+
+    def silence(self) -> Frame | None:
+        """The line went quiet: what is left is one frame of an unknown shape, or noise."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        self._echo = None
+        if not rest:
+            return None
+        if rest[0] <= MAX_UNIT_ID and crc_ok(rest):
+            return Frame(rest[0], rest[1:-2], True)
+        self.discarded += 1
+        return None
+
+    def _drop_echo(self) -> bool:
+        """False while the buffer may still be the beginning of our echo."""
+        echo = self._echo
+        if echo is None:
+            return True
+        n = min(len(echo), len(self._buf))
+        if self._buf[:n] != echo[:n]:
+            self._echo = None  # no echo after all (or it was garbled): parse normally
+            return True
+        if n < len(echo):
+            return False
+        del self._buf[:n]
+        self._echo = None
+        return True
+
+    def _find(self) -> tuple[int, int, bool] | None:
+        buf = self._buf
+        with memoryview(buf) as whole:  # released before the caller resizes the buffer
+            for start in range(len(buf) - MIN_FRAME + 1):
+                if buf[start] > MAX_UNIT_ID:
+                    continue
+                view = whole[start:]
+                for request, rule in _rules(buf[start + 1]):
+                    size = rule(view)
+                    if size is not None and MIN_FRAME <= size <= len(view) and crc_ok(view[:size]):
+                        return start, size, request
+        return None
+
+
+def _rules(function: int) -> list[tuple[bool, LengthRule]]:
+    """The (is_request, length rule) candidates for a frame starting with this function code."""
+    if function & 0x80:
+        known = function & 0x7F in REQUEST_LENGTH
+        return [(False, _EXCEPTION_RULE)] if known else []
+    rules = []
+    if (rule := REQUEST_LENGTH.get(function)) is not None:
+        rules.append((True, rule))
+    if (rule := RESPONSE_LENGTH.get(function)) is not None:
+        rules.append((False, rule))
+    return rules

@@ -1,0 +1,145 @@
+"""No count lost or doubled: kill -9 during a stream, and a broker restart mid-stream."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from helpers.broker import MosquittoBroker
+from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.sim_publish import uplink_body, uplink_topic
+
+HALL = "24e124538c000001"
+T0 = 1_700_000_000
+MESSAGES = 400
+
+
+def line_report(i: int, n_in: int, n_out: int) -> bytes:
+    """A periodic line-crossing uplink with the sensor's own time, one per 60 s period."""
+    ts = (T0 + 60 * i).to_bytes(4, "little")
+    return (
+        b"\x0f\x85" + ts + b"\x05\xcc" + n_in.to_bytes(2, "little") + n_out.to_bytes(2, "little")
+    )
+
+
+class Stream:
+    """Publishes MESSAGES reports at QoS 1 from a thread; remembers what it sent."""
+
+    def __init__(self, port: int, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.sent_in = 0
+        self.sent_out = 0
+        self.done = threading.Event()
+        self.progress = threading.Semaphore(0)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"stream-{seed}", clean_session=False
+        )
+        self.client.max_queued_messages_set(0)  # keep everything while the broker is away
+        self.client.connect("127.0.0.1", port, keepalive=5)
+        self.client.loop_start()
+
+    def run(self) -> None:
+        for i in range(MESSAGES):
+            n_in, n_out = self.rng.randint(0, 5), self.rng.randint(0, 5)
+            body = uplink_body("chirpstack", HALL, i + 1, line_report(i, n_in, n_out), 0)
+            info = self.client.publish(uplink_topic("chirpstack", HALL), body, qos=1)
+            self.sent_in += n_in
+            self.sent_out += n_out
+            if i % 20 == 0:
+                info.wait_for_publish(30)  # pace the stream so faults land mid-way
+                self.progress.release()
+        self.done.set()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    with MosquittoBroker(tmp_path / "broker", persistence=True) as b:
+        yield b
+
+
+def _daemon(tmp_path: Path, broker: MosquittoBroker) -> Daemon:
+    port = new_http_port()
+    cfg = gateway_config(
+        tmp_path / "state", mqtt_port=broker.port, http_port=port, subscriptions=ALL_SUBSCRIPTIONS
+    )
+    return Daemon(tmp_path, cfg, http_port=port)
+
+
+def _wait_connected(daemon: Daemon) -> None:
+    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+
+
+def _totals(daemon: Daemon) -> tuple[int, int]:
+    values = daemon.values("hall")
+    return int(values.get("gateway_total_in", -1)), int(values.get("gateway_total_out", -1))
+
+
+def test_kill_9_repeatedly_loses_and_doubles_nothing(
+    tmp_path: Path, broker: MosquittoBroker
+) -> None:
+    daemon = _daemon(tmp_path, broker)
+    daemon.start()
+    _wait_connected(daemon)
+    stream = Stream(broker.port, seed=1)
+    publisher = threading.Thread(target=stream.run)
+    publisher.start()
+    rng = random.Random(5)
+    kills = 0
+    try:
+        for _ in range(4):
+            for _ in range(rng.randint(1, 4)):
+                if not stream.progress.acquire(timeout=60):
+                    break
+            if stream.done.is_set():
+                break
+            daemon.kill()
+            kills += 1
+            daemon.start()
+            _wait_connected(daemon)
+        publisher.join(120)
+        assert stream.done.is_set()
+        expected = (stream.sent_in, stream.sent_out)
+        daemon.wait_until(lambda: _totals(daemon) == expected, timeout=60, what=f"{expected}")
+        assert kills >= 2
+        assert _totals(daemon) == expected
+        # And it stays there: nothing is counted again after a clean restart either.
+        assert daemon.stop() == 0
+        daemon.start()
+        assert _totals(daemon) == expected
+    finally:
+        stream.close()
+        if daemon.running():
+            daemon.stop()
+
+
+def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: MosquittoBroker) -> None:
+    daemon = _daemon(tmp_path, broker)
+    daemon.start()
+    _wait_connected(daemon)
+    stream = Stream(broker.port, seed=2)
+    publisher = threading.Thread(target=stream.run)
+    publisher.start()
+    try:
+        for _ in range(3):
+            assert stream.progress.acquire(timeout=60)
+        broker.restart()
+        publisher.join(120)
+        assert stream.done.is_set()
+        expected = (stream.sent_in, stream.sent_out)
+        daemon.wait_until(lambda: _totals(daemon) == expected, timeout=60, what=f"{expected}")
+        assert "MQTT connected" in daemon.log_text()
+        assert "Traceback" not in daemon.log_text()
+    finally:
+        stream.close()
+        if daemon.running():
+            assert daemon.stop() == 0
