@@ -78,6 +78,7 @@ class Gateway:
     async def run(self, stop: asyncio.Event) -> None:
         self.store.prepare()
         restored = self.store.load_into(self.state)
+        self.store.journal.open()
         log.info(
             "vs121-gateway %s starting: %d sensors configured, %d restored from %s",
             __version__,
@@ -143,7 +144,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         # Whatever was applied but not yet written goes to disk before we exit.
-        await self.committer.flush()
+        await self.committer.close()
         log.info("vs121-gateway stopped; state saved")
 
     # -- sources ----------------------------------------------------------------------------

@@ -166,6 +166,8 @@ class MqttSection(_Strict):
     password: SecretStr | None = None
     password_file: Path | None = None
     tls: MqttTls | None = None
+    # 1 is the one to use. paho keeps its half of a QoS 2 handshake in memory only, so a crash
+    # between PUBREC and processing loses the message; QoS 0 has no redelivery at all.
     qos: Literal[0, 1, 2] = 1
     status_topic: str = "vs121-gateway/status"
     queue_size: int = Field(1000, ge=10, le=100_000)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import ssl
 import sys
@@ -66,6 +67,9 @@ SESSION_EXPIRY_S: Final = 24 * 3600
 # Default bound on how long stop() waits for the broker to take the "offline" status.
 STOP_TIMEOUT_S: Final = 5.0
 _RECEIVE_MAXIMUM_LIMIT: Final = 65535
+# Connection numbers, unique in the process, so a message from one source or connection can
+# never pass for one of another (see MqttSource.ack).
+_CONNECTIONS: Final = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,7 +121,6 @@ class MqttSource:
         # and `_outstanding`, messages of that connection handed out by get() and not yet acked.
         self._ack_lock = threading.Lock()
         self._link: int | None = None
-        self._links = 0
         self._outstanding = 0
         # Owned by paho's thread.
         self._session_up = False
@@ -183,20 +186,19 @@ class MqttSource:
         Call it for messages the gateway rejects as well, or the broker offers them again after
         every reconnect. Thread-safe. An ack for a message from an earlier connection is not sent:
         on a new session the same packet id may name a different, unprocessed message; on a
-        resumed session the broker has already sent the message again with a fresh delivery.
+        resumed session the broker delivers the message again anyway, and that copy is acked.
         """
-        if msg.qos == 0:
-            return
         with self._ack_lock:
             client = self._client
             live = client is not None and msg.connection == self._link
-            if client is not None and live:
+            if msg.qos and live and client is not None:
                 client.ack(msg.mid, msg.qos)
                 self._outstanding = max(0, self._outstanding - 1)
             idle = self._outstanding == 0
-        if not live:
+        if msg.qos and not live:
             log.debug("MQTT ack for mid %d not sent: its connection is gone", msg.mid)
-        elif idle and self._unacked_drops:
+        # Whatever the message, the last ack of a backlog is when dropped ones can be fetched.
+        if idle and self._unacked_drops:
             self._to_loop(self._maybe_recover)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
@@ -284,8 +286,9 @@ class MqttSource:
             # paho leaves Properties.__init__ unannotated.
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = SESSION_EXPIRY_S
-            # The broker then never has more unacknowledged QoS 1/2 messages out to us than the
-            # queue holds, so those cannot overflow it.
+            # Asks the broker to keep no more unacknowledged QoS 1/2 messages out to us than
+            # the queue holds. mosquitto 2.0.11 honours it until acks stream back, then can
+            # overshoot it several times over, so overflow handling is still needed.
             properties.ReceiveMaximum = min(cfg.queue_size, _RECEIVE_MAXIMUM_LIMIT)
         client.connect_async(
             cfg.host, cfg.port, cfg.keepalive, clean_start=False, properties=properties
@@ -336,9 +339,9 @@ class MqttSource:
         if reason_code.is_failure:
             self._note_failure(f"refused the connection: {reason_code}")
             return
+        link = next(_CONNECTIONS)
         with self._ack_lock:
-            self._links += 1
-            self._link = self._links
+            self._link = link
             self._outstanding = 0
         self._session_up = True
         self._last_failure = None
@@ -348,7 +351,7 @@ class MqttSource:
             self._cfg.port,
             "resumed" if flags.session_present else "new",
         )
-        self._to_loop(self._link_up, self._links)
+        self._to_loop(self._link_up, link)
         # Subscribe on every connection: a broker that lost our session (restart without
         # persistence) would otherwise send nothing; on a resumed session it is harmless.
         if self._cfg.subscriptions:
@@ -514,8 +517,9 @@ class MqttSource:
         # and the broker delivers it again on the next connection (we force one once the queue
         # has drained, see _maybe_recover). With QoS 1 and manual acks the broker's in-flight
         # window (mosquitto max_inflight_messages, 20 by default; with MQTT 5 our Receive
-        # Maximum, the queue size) already caps unacknowledged messages, so this is rare:
-        # it takes QoS 0 traffic (lost for good) or a broker window larger than the queue.
+        # Maximum, the queue size) already caps unacknowledged messages, so this is rare: it
+        # takes QoS 0 traffic (lost for good), a broker window larger than the queue, or a
+        # broker overshooting its window (mosquitto 2.0.11 does while acks stream back).
         self._count(METRIC_OVERFLOW, 1)
         if self._burst == 0:
             log.warning(
@@ -537,11 +541,13 @@ class MqttSource:
     def _recovery_due(self) -> bool:
         with self._ack_lock:
             busy = self._outstanding > 0
+            # The link, not `connected`: redeliveries arrive before the SUBACK that sets it.
+            live = self._link is not None
         return (
-            not busy
+            live
+            and not busy
             and self._unacked_drops > 0
             and self._queue.empty()
-            and self._connected
             and not self._stopping
         )
 

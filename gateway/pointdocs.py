@@ -7,6 +7,7 @@ import io
 from collections.abc import Sequence
 from datetime import date
 
+from gateway.modbus.layout import readable_blocks
 from objects.catalog import ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
 
@@ -149,6 +150,7 @@ def modbus_rows(points: Sequence[ResolvedPoint], word_order: str) -> list[list[s
             "plc_address",
             "table",
             "width",
+            "type",
             "word_order",
             "scale",
             "units",
@@ -175,6 +177,7 @@ def modbus_rows(points: Sequence[ResolvedPoint], word_order: str) -> list[list[s
                 f"{TABLE_PREFIX[table]}{addr + 1:05d}",
                 table,
                 str(spec.width),
+                _modbus_type(table, spec.width, signed=spec.signed),
                 word_order if spec.width == 2 else "",
                 str(spec.scale),
                 p.units.value,
@@ -192,8 +195,75 @@ def render_modbus_csv(points: Sequence[ResolvedPoint], word_order: str) -> str:
     return out.getvalue()
 
 
-def render_modbus_markdown(points: Sequence[ResolvedPoint], word_order: str) -> str:
-    rows = modbus_rows(points, word_order)
+def _modbus_type(table: str, width: int, *, signed: bool) -> str:
+    if table in ("coil", "discrete"):
+        return "bit"
+    return f"{'int' if signed else 'uint'}{16 * width}"
+
+
+_WORD_ORDER_TEXT = {
+    "high_first": "the high word first (at the lower address)",
+    "low_first": "the low word first (at the lower address)",
+}
+
+
+def modbus_block_rows(points: Sequence[ResolvedPoint]) -> list[list[str]]:
+    """The readable blocks: each reads in full in one request (unused addresses read 0)."""
+    rows = [["sensor", "table", "first", "last", "plc_first", "plc_last"]]
+    for b in readable_blocks(points):
+        first, last = b.addresses.start, b.addresses.stop - 1
+        prefix = TABLE_PREFIX[b.table.value]
+        rows.append(
+            [
+                b.sensor_id or "gateway",
+                b.table.value,
+                str(first),
+                str(last),
+                f"{prefix}{first + 1:05d}",
+                f"{prefix}{last + 1:05d}",
+            ]
+        )
+    return rows
+
+
+def _markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows[1:]]
+    return lines
+
+
+def render_modbus_markdown(points: Sequence[ResolvedPoint], word_order: str) -> str:
+    """The register map for PLC programmers: the rules, the readable blocks, every point."""
+    order_text = _WORD_ORDER_TEXT.get(word_order, word_order)
+    lines = [
+        "# Modbus register map",
+        "",
+        "- `address` is the 0-based address a request carries; `plc_address` is the 1-based "
+        "reference many PLC tools use (prefix 0 coil, 1 discrete input, 3 input register, "
+        "4 holding register).",
+        "- Register points sit at the same address in the input registers (function 4) and the "
+        "holding registers (function 3). Only `read/write` rows accept writes (coils: functions "
+        "5 and 15; holding registers: 6 and 16).",
+        f"- 32-bit values take two registers, {order_text}; bytes inside a register are "
+        "big-endian. A value is round(value * scale), clamped to the type's range (never "
+        "wrapped).",
+        "- Each block listed under *Readable blocks* can be read whole in one request; an "
+        "address inside a block that carries no point for that sensor (a region beyond its "
+        "region count, an excluded point, a point of the other model) reads 0.",
+        "- Exceptions: 01 unsupported function; 02 any address outside the blocks, a write to a "
+        "read-only address or to part of a 32-bit value; 03 a bad quantity or an out-of-range "
+        "value; 04 the command behind a write failed.",
+        "- A stale sensor keeps its last values: check its status word (bit 0 online, bit 1 "
+        "stale, bit 2 never reported) or its online discrete input before using them.",
+        "- Modbus RTU answers only its configured unit id; requests to other ids and broadcasts "
+        "get no response. Modbus TCP answers every unit id.",
+        "",
+        "## Readable blocks",
+        "",
+        *_markdown_table(modbus_block_rows(points)),
+        "",
+        "## Points",
+        "",
+        *_markdown_table(modbus_rows(points, word_order)),
+    ]
     return "\n".join(lines) + "\n"

@@ -66,6 +66,8 @@ class BacnetSection(_Strict):
     description: str = "Milesight VS121 occupancy sensors"
     location: str = ""
     vendor_id: int = Field(999, ge=0, le=65535)
+    # Vendor_Name goes with vendor_id (ASHRAE assigns both); 999 is the id reserved for tests.
+    vendor_name: str = Field("vs121-gateway", min_length=1, max_length=64)
     password: str | None = Field(None, min_length=1, max_length=20)
     bbmd: BbmdSection | None = None
 
@@ -88,6 +90,8 @@ class ModbusTcpSection(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(5020, ge=1, le=65535)
+    # Connections beyond this are closed at once, so a misbehaving client cannot exhaust us.
+    max_connections: int = Field(16, ge=1, le=1024)
 
 
 class ModbusRtuSection(_Strict):
@@ -100,6 +104,14 @@ class ModbusRtuSection(_Strict):
     unit_id: int = Field(1, ge=1, le=247)
     # At start-up, a missing port is either a fatal error or something to wait for.
     missing_port: Literal["fail", "wait"] = "wait"
+    # Let the kernel drive RTS for the RS485 transceiver (TIOCSRS485); for UARTs wired to a
+    # transceiver without automatic direction control. USB RS485 adapters do this themselves.
+    rs485: bool = False
+    # The adapter hands back what we transmit: drop our own echo instead of parsing it.
+    local_echo: bool = False
+    # Quiet time between the end of a request and our response; unset = 3.5 character times
+    # (1.75 ms above 19200 baud), as the RTU specification asks.
+    response_delay_ms: float | None = Field(None, ge=0, le=1000)
 
 
 class ModbusSection(_Strict):

@@ -102,6 +102,7 @@ class SensorState:
     triggers: list[tuple[float, bool]] = field(default_factory=list)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     max_fcnt: int | None = None
+    applied_seq: int = 0  # last journal record reflected in this state
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -121,6 +122,7 @@ class SensorState:
             "triggers": self.triggers,
             "seen": list(self.seen),
             "max_fcnt": self.max_fcnt,
+            "applied_seq": self.applied_seq,
         }
 
     def load_json(self, doc: Mapping[str, Any]) -> None:
@@ -141,6 +143,7 @@ class SensorState:
         self.seen = OrderedDict((str(k), None) for k in doc["seen"][-SEEN_KEYS_KEPT:])
         mf = doc["max_fcnt"]
         self.max_fcnt = None if mf is None else int(mf)
+        self.applied_seq = _count(doc["applied_seq"])
 
 
 def _num(v: object) -> Value:
@@ -188,6 +191,9 @@ class GatewayState:
         self._subscribers: list[Callable[[Change], None]] = []
         self.dirty: set[str] = set()
         self.gateway_values: dict[str, Value] = {}
+        # Every state-changing event, in order, for the write-ahead journal (gateway.store).
+        self.seq = 0
+        self.journal: list[dict[str, Any]] = []
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -204,6 +210,21 @@ class GatewayState:
         s = self.sensors[report.sensor_id]
         if report.dedup_key is not None and self._is_duplicate(s, report):
             return ApplyResult(Outcome.DUPLICATE)
+        self.seq += 1
+        s.applied_seq = self.seq
+        self.journal.append(
+            {
+                "s": self.seq,
+                "id": report.sensor_id,
+                "d": report.data,
+                "t": report.received_at,
+                "k": report.dedup_key,
+                "f": report.fcnt,
+            }
+        )
+        return self._apply_new(s, report)
+
+    def _apply_new(self, s: SensorState, report: Report) -> ApplyResult:
         problems: list[str] = []
         changed: dict[str, Value] = {}
         data = report.data
@@ -401,15 +422,56 @@ class GatewayState:
     def reset_totals(self, sensor_id: str) -> None:
         """Zero the gateway's totals for one sensor (a command from BACnet, Modbus or the CLI)."""
         s = self.sensors[sensor_id]
-        s.total_in = s.total_out = s.provisional_in = s.provisional_out = 0
-        s.reset_at = self._clock()
+        self.seq += 1
+        s.applied_seq = self.seq
+        at = self._clock()
+        self.journal.append({"s": self.seq, "id": sensor_id, "reset": at})
+        self._reset(s, at)
         self.dirty.add(sensor_id)
         self._emit(Change(sensor_id, self._derived(s, self._clock())))
         log.info("sensor %s: totals reset", sensor_id)
 
+    @staticmethod
+    def _reset(s: SensorState, at: float) -> None:
+        s.total_in = s.total_out = s.provisional_in = s.provisional_out = 0
+        s.reset_at = at
+
+    def replay(self, record: Mapping[str, Any]) -> bool:
+        """Re-apply one journal record after a restart; False if already in the snapshot.
+
+        Raises KeyError/TypeError/ValueError for a malformed record."""
+        seq = _count(record["s"])
+        self.seq = max(self.seq, seq)
+        s = self.sensors.get(record["id"])
+        if s is None or seq <= s.applied_seq:
+            return False  # a sensor no longer configured, or already in its snapshot
+        s.applied_seq = seq
+        self.dirty.add(s.spec.id)
+        if "reset" in record:
+            self._reset(s, float(record["reset"]))
+            s.values.update(self._derived(s, self._clock()))
+            return True
+        data = record["d"]
+        if not isinstance(data, Mapping):
+            raise TypeError("journal record data is not an object")
+        key = record["k"]
+        fcnt = record["f"]
+        report = Report(
+            s.spec.id,
+            data,
+            float(record["t"]),
+            None if key is None else str(key),
+            None if fcnt is None else int(fcnt),
+        )
+        if report.dedup_key is not None:
+            self._is_duplicate(s, report)  # records the key, so a redelivery is recognised
+        self._apply_new(s, report)
+        return True
+
     def restore(self, sensor_id: str, doc: Mapping[str, Any]) -> None:
         s = self.sensors[sensor_id]
         s.load_json(doc)
+        self.seq = max(self.seq, s.applied_seq)
         s.online = False  # decided by the first tick, against the real clock
         self.tick(self._clock())
         s.values.update(self._derived(s, self._clock()))

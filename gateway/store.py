@@ -1,9 +1,14 @@
-"""Durable state: atomic JSON files, written in batches, with callbacks once a batch is on disk.
+"""Durable state: a write-ahead journal plus atomic per-sensor snapshots.
 
-A message is acknowledged to its source (MQTT manual ack, HTTP 2xx) only from a callback that runs
-after the batch holding its effect was written, so `kill -9` at any moment loses nothing the source
-considers delivered. Batching (one write per dirty sensor per batch, not one per message) keeps
-fsync from capping throughput.
+Every change the state makes (a report applied, a reset) is a journal record. Records are
+appended and fsynced in batches; only then do the callbacks waiting on them run, and those
+acknowledge the messages to their sources (MQTT manual ack, HTTP 2xx). So `kill -9` at any moment
+loses nothing a source considers delivered, and one fsync covers a whole burst.
+
+Now and then (and at shutdown) the changed sensors are written as snapshots, each atomically
+(temporary file, fsync, rename, fsync of the directory), and the journal starts afresh. At start
+the snapshots are loaded and the journal replayed; each snapshot remembers the last record it
+holds, so a record is never applied twice, even after a crash between the two steps.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from gateway.state import GatewayState
 log = logging.getLogger("gateway.store")
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+SNAPSHOT_INTERVAL_S = 60.0
+SNAPSHOT_JOURNAL_BYTES = 8 * 1024 * 1024
+FLUSH_AT_PENDING = 16  # below a broker's usual in-flight window (mosquitto: 20)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -38,19 +46,82 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
 
 
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+class Journal:
+    """An append-only file of JSON lines, fsynced per batch."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.size = 0
+
+    def open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        self.size = os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def append(self, data: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        os.fdatasync(self._fd)
+        self.size += len(data)
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every complete record; a torn last line (crash mid-append, never acknowledged) is
+        dropped, and a damaged line elsewhere is logged and skipped."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines = raw.split(b"\n")
+        out: list[dict[str, Any]] = []
+        for number, line in enumerate(lines, start=1):
+            if not line:
+                continue
+            try:
+                doc = json.loads(line)
+                if not isinstance(doc, dict):
+                    raise ValueError("not an object")
+                out.append(doc)
+            except ValueError:
+                if number != len(lines):
+                    log.error("journal %s line %d is damaged; skipped", self.path, number)
+        return out
+
+    def restart(self) -> None:
+        """Replace the journal with an empty one (after a snapshot made it redundant)."""
+        self.close()
+        atomic_write(self.path, b"")
+        self.open()
+
+
 class StateStore:
-    """One JSON file per sensor under ``<state_dir>/sensors``."""
+    """Snapshots (one JSON file per sensor under ``sensors/``) and the journal."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.sensor_dir = directory / "sensors"
+        self.journal = Journal(directory / "journal.jsonl")
 
     def prepare(self) -> None:
         self.sensor_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
@@ -59,62 +130,80 @@ class StateStore:
         return self.sensor_dir / f"{_SAFE.sub('_', sensor_id)}.json"
 
     def load_into(self, state: GatewayState) -> int:
-        """Restore every sensor that has a file; a damaged file is set aside, never fatal."""
+        """Restore snapshots, then replay the journal; damaged files are set aside, never fatal.
+        Returns how many sensors had a snapshot."""
         restored = 0
-        for sensor_id in state.ids():
-            path = self.path_for(sensor_id)
-            try:
-                raw = path.read_bytes()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                log.error("state of sensor %s unreadable (%s); starting empty", sensor_id, exc)
-                continue
-            try:
-                state.restore(sensor_id, json.loads(raw))
+        for sensor_id in list(state.ids()):
+            if self._load_snapshot(state, sensor_id):
                 restored += 1
-            except (ValueError, TypeError, KeyError) as exc:
-                aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-                with contextlib.suppress(OSError):
-                    path.rename(aside)
-                log.error(
-                    "state of sensor %s damaged (%s); kept as %s, starting empty",
-                    sensor_id,
-                    exc,
-                    aside.name,
-                )
+        replayed = 0
+        for record in self.journal.records():
+            try:
+                replayed += state.replay(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("journal record skipped: %s", exc)
+        if replayed:
+            log.info("replayed %d journal records", replayed)
+        state.journal.clear()
         return restored
 
-    def write_docs(self, docs: dict[str, bytes]) -> None:
+    def _load_snapshot(self, state: GatewayState, sensor_id: str) -> bool:
+        path = self.path_for(sensor_id)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.error("state of sensor %s unreadable (%s); starting empty", sensor_id, exc)
+            return False
+        try:
+            state.restore(sensor_id, json.loads(raw))
+        except (ValueError, TypeError, KeyError) as exc:
+            aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                path.rename(aside)
+            log.error(
+                "state of sensor %s damaged (%s); kept as %s, starting empty",
+                sensor_id,
+                exc,
+                aside.name,
+            )
+            return False
+        return True
+
+    def write_snapshots(self, docs: dict[str, bytes]) -> None:
         for sensor_id, data in docs.items():
             atomic_write(self.path_for(sensor_id), data)
 
 
 class Committer:
-    """Flushes dirty sensors in batches and then runs the callbacks waiting on that batch."""
+    """Makes the state durable in batches, then runs the callbacks waiting on each batch."""
 
     def __init__(
         self,
         state: GatewayState,
         store: StateStore,
         *,
-        batch_window: float = 0.02,
+        batch_window: float = 0.002,
+        snapshot_interval: float = SNAPSHOT_INTERVAL_S,
         on_write: Callable[[float], None] | None = None,
     ) -> None:
         self._state = state
         self._store = store
         self._window = batch_window
+        self._snapshot_interval = snapshot_interval
         self._on_write = on_write
         self._callbacks: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._full = asyncio.Event()
+        self._last_snapshot = time.monotonic()
 
     def after_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything applied so far is on disk."""
         self._callbacks.append(callback)
-        self._idle.clear()
         self._wake.set()
+        if len(self._callbacks) >= FLUSH_AT_PENDING:
+            self._full.set()
 
     async def durable(self) -> None:
         """Wait until everything applied so far is on disk."""
@@ -128,46 +217,57 @@ class Committer:
         await done
 
     def request_flush(self) -> None:
-        self._idle.clear()
         self._wake.set()
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
-            # Let a burst accumulate so one fsync covers many messages.
-            await asyncio.sleep(self._window)
+            # Let a burst gather so one fsync covers many messages, unless enough are waiting.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._window)
             self._wake.clear()
-            await self.flush()
+            self._full.clear()
+            due = time.monotonic() - self._last_snapshot >= self._snapshot_interval
+            big = self._store.journal.size >= SNAPSHOT_JOURNAL_BYTES
+            await self.flush(snapshot=due or big)
 
-    async def flush(self) -> None:
+    async def flush(self, *, snapshot: bool = False) -> None:
         callbacks, self._callbacks = self._callbacks, []
-        docs = self._snapshot()
-        if docs:
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(self._store.write_docs, docs)
-            except OSError as exc:
-                # Nothing is acknowledged: sources redeliver, and the next batch retries.
-                log.error("cannot write state: %s; will retry", exc)
-                self._state.dirty.update(docs)
-                self._callbacks[:0] = callbacks
-                self._wake.set()
-                await asyncio.sleep(1.0)
-                return
-            if self._on_write is not None:
-                self._on_write(time.perf_counter() - started)
+        records, self._state.journal = self._state.journal, []
+        started = time.perf_counter()
+        try:
+            if snapshot:
+                await self._snapshot()
+            elif records:
+                data = b"".join(_dumps(r) + b"\n" for r in records)
+                await asyncio.to_thread(self._store.journal.append, data)
+        except OSError as exc:
+            # Nothing is acknowledged: sources redeliver, and the next batch tries again.
+            log.error("cannot write state: %s; will retry", exc)
+            self._state.journal[:0] = records
+            self._callbacks[:0] = callbacks
+            self._wake.set()
+            await asyncio.sleep(1.0)
+            return
+        if (records or snapshot) and self._on_write is not None:
+            self._on_write(time.perf_counter() - started)
         for cb in callbacks:
             cb()
-        if not self._callbacks and not self._state.dirty:
-            self._idle.set()
 
-    def _snapshot(self) -> dict[str, bytes]:
+    async def _snapshot(self) -> None:
+        # Serialised here, in the loop, so the files hold exactly what was applied so far;
+        # whatever is applied while they are written goes to the fresh journal.
         dirty, self._state.dirty = self._state.dirty, set()
-        return {sid: _dumps(self._state.sensors[sid].to_json()) for sid in dirty}
+        docs = {sid: _dumps(self._state.sensors[sid].to_json()) for sid in dirty}
+        try:
+            await asyncio.to_thread(self._store.write_snapshots, docs)
+            await asyncio.to_thread(self._store.journal.restart)
+        except OSError:
+            self._state.dirty |= dirty
+            raise
+        self._last_snapshot = time.monotonic()
 
-
-def _dumps(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    async def close(self) -> None:
+        """Final snapshot at shutdown: the next start needs no replay."""
+        await self.flush(snapshot=True)
+        self._store.journal.close()

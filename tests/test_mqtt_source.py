@@ -349,6 +349,30 @@ async def test_unacked_message_is_redelivered_and_acked_one_is_not(
             assert (await next_message(source)).payload == b"marker"
 
 
+@pytest.mark.asyncio
+async def test_ack_from_an_earlier_connection_is_not_sent(mqtt_broker: MosquittoBroker) -> None:
+    topic = f"{unique('t')}/up"
+    probe = Probe()
+    cfg = section(mqtt_broker.host, mqtt_broker.port, subscriptions=[sub("s", topic)])
+    async with running(cfg, probe) as source:
+        async with peer_of(mqtt_broker.host, mqtt_broker.port) as peer:
+            await peer.publish(topic, b"before")
+        before = await next_message(source)
+        # The restarted broker has forgotten the session, and numbers packets from 1 again.
+        await asyncio.to_thread(mqtt_broker.restart)
+        assert await probe.transition() is False
+        assert await probe.transition() is True
+        async with peer_of(mqtt_broker.host, mqtt_broker.port) as peer:
+            await peer.publish(topic, b"after")
+        after = await next_message(source)
+        assert after.mid == before.mid  # the same packet id, on the new connection
+
+        source.ack(before)  # too late: sent now, it would acknowledge "after" instead
+
+    async with running(cfg) as source:
+        assert (await next_message(source)).payload == b"after"
+
+
 # A gateway process that prints what it receives, never acks, and is killed with SIGKILL.
 CHILD = """
 import asyncio, sys
@@ -406,6 +430,26 @@ async def test_killed_process_leaves_offline_will_and_unacked_message(
         source.ack(msg)
 
 
+@pytest.mark.asyncio
+async def test_start_with_the_broker_down_returns_and_retries_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway")
+    probe = Probe()
+    cfg = section(HOST, free_port(), subscriptions=[])  # nothing listens there
+    source = MqttSource(cfg, on_connected=probe.on_connected, metrics_hook=probe.metrics)
+    await source.start()
+    try:
+        await probe.count_reaches("connect_failed", 3)
+        assert not source.connected
+    finally:
+        await asyncio.wait_for(source.stop(), TIMEOUT)
+    failures = [r for r in caplog.records if "cannot be reached" in r.getMessage()]
+    assert len(failures) == 1  # one line for the outage, not one per attempt
+    assert "Connection refused" in failures[0].getMessage()
+    assert failures[0].exc_info is None
+
+
 # -- status topic -----------------------------------------------------------------------------
 
 
@@ -458,11 +502,13 @@ async def test_overflow_is_counted_and_dropped_messages_come_back(
         assert await probe.transition() is False  # the deliberate reconnect
         assert await probe.transition() is True
 
-    assert probe.counts[METRIC_OVERFLOW] == 10
+    # More than ten when mosquitto overshoots its in-flight window while acks stream back
+    # (seen with 2.0.11); those come again after the reconnect too.
+    assert probe.counts[METRIC_OVERFLOW] >= 10
 
 
 @pytest.mark.asyncio
-async def test_mqtt5_receive_maximum_keeps_qos1_within_the_queue(
+async def test_mqtt5_receive_maximum_holds_the_backlog_at_the_broker(
     mqtt_broker: MosquittoBroker,
 ) -> None:
     topic = f"{unique('t')}/up"
@@ -474,20 +520,24 @@ async def test_mqtt5_receive_maximum_keeps_qos1_within_the_queue(
         queue_size=10,
         protocol="5",
     )
-    sent = [f"m{i:02}".encode() for i in range(30)]
-    async with running(cfg, probe) as source, peer_of(mqtt_broker.host, mqtt_broker.port) as peer:
-        for payload in sent:
-            await peer.publish(topic, payload)
-        await probe.count_reaches(METRIC_RECEIVED, 10)
+    sent = {f"m{i:02}".encode() for i in range(30)}
+    async with peer_of(mqtt_broker.host, mqtt_broker.port) as peer:
+        async with running(cfg, probe) as source:
+            for payload in sorted(sent):
+                await peer.publish(topic, payload)
+            await probe.count_reaches(METRIC_RECEIVED, 10)
+            assert source.depth() == 10
+        # stop() waits for the broker to answer its "offline", so anything the broker had sent
+        # before that has been counted: with Receive Maximum 10 it sent no more than fit.
+        assert probe.counts[METRIC_OVERFLOW] == 0
 
-        got = []
-        for _ in sent:
-            msg = await next_message(source)
-            got.append(msg.payload)
-            source.ack(msg)
-
-    assert got == sent  # in order, each once: nothing dropped, nothing redelivered
-    assert probe.counts[METRIC_OVERFLOW] == 0
+        # The session (clean_start false, expiry set) kept all thirty for the next start.
+        async with running(cfg) as source:
+            seen: set[bytes] = set()
+            while seen != sent:
+                msg = await next_message(source)
+                seen.add(msg.payload)
+                source.ack(msg)
 
 
 # -- credentials ------------------------------------------------------------------------------
@@ -520,6 +570,60 @@ def test_password_file_is_read_without_its_trailing_newline(tmp_path: Path) -> N
 def test_section_rejects_bad_combinations(settings: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         MqttSection.model_validate(settings)
+
+
+@pytest.mark.parametrize("topic", ["a/+/b", "#", "a/#", "+", "/milesight/uplink", "a/b c/d"])
+def test_subscription_accepts_sound_filters(topic: str) -> None:
+    assert sub("s", topic).topic == topic
+
+
+@pytest.mark.parametrize(
+    ("topic", "message"),
+    [
+        ("", "must not be empty"),
+        ("a/#/b", "'#' is allowed only as the last level"),
+        ("a/b#", "mixes text with a wildcard"),
+        ("a+/b", "mixes text with a wildcard"),
+        ("a//b", "empty level"),
+        ("a/b/", "empty level"),
+        ("a/\0", "NUL"),
+    ],
+)
+def test_subscription_rejects_unsound_filters(topic: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        sub("s", topic)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"envelope": "raw"}, "needs raw_topic_pattern"),
+        ({"envelope": "raw", "raw_topic_pattern": "s/{dev_eui}"}, "not matched by the filter"),
+        ({"envelope": "raw", "raw_topic_pattern": "s/x{dev_eui}/up"}, "whole {dev_eui} level"),
+        ({"envelope": "tts", "raw_topic_pattern": "s/{dev_eui}/up"}, "only to envelope 'raw'"),
+        ({"envelope": "chirpstack", "downlink_topic": "d/{dev_eui}"}, "only to envelope"),
+        ({"envelope": "milesight", "tts_tenant": "t"}, "applies only to envelope 'tts'"),
+        ({"envelope": "milesight", "downlink_topic": "d/+/x"}, "wildcards"),
+        ({"envelope": "milesight", "downlink_topic": "d/{app}"}, "unknown placeholder app"),
+    ],
+)
+def test_subscription_options_must_fit_the_envelope(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        MqttSubscription.model_validate({"name": "s", "topic": "s/+/up", **fields})
+
+
+def test_subscription_options_for_their_envelope_are_kept() -> None:
+    raw = sub("r", "s/+/up", "raw", raw_topic_pattern="s/{dev_eui}/up")
+    milesight = sub("m", "ms/up", "milesight", downlink_topic="ms/down/{dev_eui}")
+    tts = sub("t", "v3/+/devices/+/up", "tts", tts_application="app", tts_tenant="ten")
+    assert raw.raw_topic_pattern == "s/{dev_eui}/up"
+    assert milesight.downlink_topic == "ms/down/{dev_eui}"
+    assert (tts.tts_application, tts.tts_tenant) == ("app", "ten")
+
+
+def test_subscription_names_are_unique() -> None:
+    with pytest.raises(ValidationError, match="used twice"):
+        MqttSection(subscriptions=[sub("s", "a/#"), sub("s", "b/#")])
 
 
 @pytest.mark.asyncio

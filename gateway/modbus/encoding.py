@@ -46,7 +46,9 @@ def encode(
     value: float, *, width: int, scale: int, signed: bool, order: WordOrder
 ) -> tuple[int, ...]:
     """A point value as the register words a master reads."""
-    return raw_to_words(to_raw(value, width=width, scale=scale, signed=signed), width=width, order=order)
+    return raw_to_words(
+        to_raw(value, width=width, scale=scale, signed=signed), width=width, order=order
+    )
 
 
 def decode(words: tuple[int, ...], *, scale: int, signed: bool, order: WordOrder) -> float:

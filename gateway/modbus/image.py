@@ -62,6 +62,8 @@ class RegisterImage:
             self._slots[(rp.sensor_id, rp.key)] = _Slot(
                 table, cell.address, cell.width, spec.scale, spec.signed
             )
+            # A point is readable even if it lies outside its template's block.
+            self._readable[cell.table][cell.address : cell.end] = b"\x01" * cell.width
             if rp.writable and cell.table in (Table.COIL, Table.HOLDING):
                 self._writable[(cell.table, cell.address)] = cell
 
@@ -76,7 +78,7 @@ class RegisterImage:
         self.load(change.sensor_id, change.values)
 
     def load(self, sensor_id: str, values: Mapping[str, float]) -> None:
-        """Store values of one sensor ("" = the gateway); keys without a Modbus point are skipped."""
+        """Store one sensor's values ("" = the gateway); keys without a Modbus point are skipped."""
         for key, value in values.items():
             slot = self._slots.get((sensor_id, key))
             if slot is None:

@@ -47,7 +47,9 @@ class DeviceIdentity:
     revision: str
 
     def objects(self) -> list[bytes]:
-        return [s.encode("ascii", "replace")[:64] for s in (self.vendor, self.product, self.revision)]
+        return [
+            s.encode("ascii", "replace")[:64] for s in (self.vendor, self.product, self.revision)
+        ]
 
 
 def exception_reply(function: int, code: ExceptionCode) -> Reply:
@@ -57,7 +59,9 @@ def exception_reply(function: int, code: ExceptionCode) -> Reply:
 class RequestHandler:
     """Answers request PDUs from the register image; writes go through the `WriteExecutor`."""
 
-    def __init__(self, image: RegisterImage, writes: WriteExecutor, identity: DeviceIdentity) -> None:
+    def __init__(
+        self, image: RegisterImage, writes: WriteExecutor, identity: DeviceIdentity
+    ) -> None:
         self._image = image
         self._writes = writes
         self._identity = identity

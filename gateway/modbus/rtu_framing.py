@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 MAX_UNIT_ID = 247
 MIN_FRAME = 4  # unit, function, CRC
+MAX_FRAME = 256
 MAX_BUFFER = 1024  # a frame is at most 256 bytes; more than this unresolved is noise
 
 
@@ -32,7 +33,7 @@ def _crc_table() -> tuple[int, ...]:
 _CRC_TABLE = _crc_table()
 
 
-def crc16(data: bytes | bytearray | memoryview) -> int:
+def crc16(data: bytes | bytearray) -> int:
     """The Modbus CRC-16 (polynomial 0xA001 reflected, initial 0xFFFF)."""
     crc = 0xFFFF
     table = _CRC_TABLE
@@ -46,13 +47,13 @@ def with_crc(frame: bytes) -> bytes:
     return frame + crc16(frame).to_bytes(2, "little")
 
 
-def crc_ok(frame: bytes | bytearray | memoryview) -> bool:
+def crc_ok(frame: bytes | bytearray) -> bool:
     return len(frame) >= MIN_FRAME and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
 
 
 # A length rule gets the bytes from the unit id on and returns the whole frame length,
 # or None while the byte that tells the length has not arrived yet.
-LengthRule = Callable[[bytes | bytearray | memoryview], int | None]
+LengthRule = Callable[[bytes | bytearray], int | None]
 
 
 def _fixed(size: int) -> LengthRule:
@@ -64,7 +65,7 @@ def _counted(position: int, overhead: int) -> LengthRule:
     return lambda buf: buf[position] + overhead if len(buf) > position else None
 
 
-def _counted_word(buf: bytes | bytearray | memoryview) -> int | None:
+def _counted_word(buf: bytes | bytearray) -> int | None:
     return int.from_bytes(buf[2:4], "big") + 6 if len(buf) > 3 else None
 
 
@@ -174,15 +175,14 @@ class FrameScanner:
 
     def _find(self) -> tuple[int, int, bool] | None:
         buf = self._buf
-        with memoryview(buf) as whole:  # released before the caller resizes the buffer
-            for start in range(len(buf) - MIN_FRAME + 1):
-                if buf[start] > MAX_UNIT_ID:
-                    continue
-                view = whole[start:]
-                for request, rule in _rules(buf[start + 1]):
-                    size = rule(view)
-                    if size is not None and MIN_FRAME <= size <= len(view) and crc_ok(view[:size]):
-                        return start, size, request
+        for start in range(len(buf) - MIN_FRAME + 1):
+            if buf[start] > MAX_UNIT_ID:
+                continue
+            view = buf[start : start + MAX_FRAME]
+            for request, rule in _rules(view[1]):
+                size = rule(view)
+                if size is not None and MIN_FRAME <= size <= len(view) and crc_ok(view[:size]):
+                    return start, size, request
         return None
 
 

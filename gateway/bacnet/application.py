@@ -1,0 +1,408 @@
+"""The bacpypes3 application: the BACnet services the gateway executes.
+
+bacpypes3 provides the protocol stack (BVLL, network layer, segmentation, transactions) and the
+Device object; the services that touch our objects are implemented here, over `PointObject`s,
+so that reads are cheap, writes go through the catalog's rules, and COV is ours (see cov.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from bacpypes3.apdu import (
+    DeviceCommunicationControlRequest,
+    ReadPropertyACK,
+    ReadPropertyMultipleACK,
+    ReadPropertyMultipleRequest,
+    ReadPropertyRequest,
+    ReinitializeDeviceRequest,
+    SimpleAckPDU,
+    SubscribeCOVPropertyRequest,
+    SubscribeCOVRequest,
+    TimeSynchronizationRequest,
+    UTCTimeSynchronizationRequest,
+    WhoHasRequest,
+    WritePropertyRequest,
+)
+from bacpypes3.app import Application
+from bacpypes3.basetypes import (
+    ErrorType,
+    PropertyIdentifier,
+    ProtocolLevel,
+    ReadAccessResult,
+    ReadAccessResultElement,
+    ReadAccessResultElementChoice,
+)
+from bacpypes3.constructeddata import Any as AnyValue
+from bacpypes3.constructeddata import Array
+from bacpypes3.errors import (
+    ExecutionError,
+    InconsistentParameters,
+    ObjectError,
+    PropertyError,
+    UnrecognizedService,
+)
+from bacpypes3.primitivedata import Unsigned
+
+from gateway.bacnet.cov import CovManager
+from gateway.bacnet.device import services_supported
+from gateway.bacnet.objects import PointObject, optional_properties, required_properties
+from gateway.bacnet.writes import ValidWrite, validate_write
+
+log = logging.getLogger("gateway.bacnet")
+
+WILDCARD_DEVICE = 4194303
+_SPECIAL = {"all", "required", "optional"}
+# The service's enumeration as printed -> the spelling bacpypes3's access point compares with.
+_DCC_STATES = {"enable": "enable", "disable": "disable", "disable-initiation": "disableInitiation"}
+
+WriteHandler = Callable[[PointObject, ValidWrite], Awaitable[None]]
+ReinitHandler = Callable[[str], None]
+
+
+class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no type hints
+    """Services over the gateway's objects. Call `serve` before the first request arrives."""
+
+    points: dict[Any, PointObject]
+    names: dict[str, PointObject]
+    cov: CovManager
+    write_handler: WriteHandler
+    password: str | None
+    on_reinitialize: ReinitHandler | None
+    _dcc_timer: asyncio.TimerHandle | None
+
+    def serve(
+        self,
+        points: Mapping[Any, PointObject],
+        cov: CovManager,
+        write_handler: WriteHandler,
+        *,
+        password: str | None,
+        on_reinitialize: ReinitHandler | None = None,
+    ) -> None:
+        self.points = dict(points)
+        self.names = {o.name: o for o in self.points.values()}
+        self.cov = cov
+        self.write_handler = write_handler
+        self.password = password
+        self.on_reinitialize = on_reinitialize
+        self._dcc_timer = None
+
+    def add_network_port(self, port: Any, link: Any, link_address: Any) -> None:
+        """Add the Network Port object with a link layer we built ourselves.
+
+        The stock `add_object` would build its own link layer for a BACnet/IP port; with the
+        protocol level set to anything else it only registers the object."""
+        level = port.protocolLevel
+        port.protocolLevel = ProtocolLevel.physical
+        try:
+            self.add_object(port)
+        finally:
+            port.protocolLevel = level
+        self.link_layers[port.objectIdentifier] = link
+        self.nsap.bind(link, address=link_address)
+
+    # -- lookups --------------------------------------------------------------------------------
+
+    def get_object_id(self, objid: Any) -> Any:
+        obj = self.points.get(objid)
+        return obj if obj is not None else self.objectIdentifier.get(objid)
+
+    def get_object_name(self, objname: Any) -> Any:
+        obj = self.names.get(str(objname))
+        return obj if obj is not None else self.objectName.get(objname)
+
+    def _resolve(self, objid: Any) -> Any:
+        if objid[0] == "device" and objid[1] == WILDCARD_DEVICE and self.device_object:
+            return self.device_object.objectIdentifier
+        return objid
+
+    def get_services_supported(self) -> Any:
+        return services_supported()
+
+    # -- ReadProperty ---------------------------------------------------------------------------
+
+    async def do_ReadPropertyRequest(self, apdu: ReadPropertyRequest) -> None:  # noqa: N802
+        objid = self._resolve(apdu.objectIdentifier)
+        obj = self.get_object_id(objid)
+        if obj is None:
+            raise ObjectError("unknownObject")
+        value = await self._read(obj, apdu.propertyIdentifier, apdu.propertyArrayIndex)
+        await self.response(
+            ReadPropertyACK(
+                objectIdentifier=objid,
+                propertyIdentifier=apdu.propertyIdentifier,
+                propertyArrayIndex=apdu.propertyArrayIndex,
+                propertyValue=value,
+                context=apdu,
+            )
+        )
+
+    async def _read(self, obj: Any, prop: Any, index: int | None) -> Any:
+        """A property value wrapped for the wire; raises ExecutionError like a device must."""
+        attr = prop.attr
+        if attr in _SPECIAL:
+            raise PropertyError("unknownProperty")  # only ReadPropertyMultiple expands these
+        if isinstance(obj, PointObject):
+            return AnyValue(obj.read(attr, index))
+        try:
+            value = await obj.read_property(attr, index)
+        except AttributeError:
+            raise PropertyError("unknownProperty") from None
+        if value is None:
+            raise PropertyError("unknownProperty")
+        datatype = obj.get_property_type(attr)
+        if index is not None and not (isinstance(datatype, type) and issubclass(datatype, Array)):
+            raise PropertyError("propertyIsNotAnArray")
+        if index == 0:
+            value = Unsigned(value) if not isinstance(value, Unsigned) else value
+        return AnyValue(value)
+
+    # -- ReadPropertyMultiple -------------------------------------------------------------------
+
+    async def do_ReadPropertyMultipleRequest(  # noqa: N802
+        self, apdu: ReadPropertyMultipleRequest
+    ) -> None:
+        specs = [(self._resolve(s.objectIdentifier), s) for s in apdu.listOfReadAccessSpecs]
+        if not any(self.get_object_id(objid) is not None for objid, _ in specs):
+            raise ObjectError("unknownObject")
+        results = []
+        for objid, spec in specs:
+            obj = self.get_object_id(objid)
+            elements: list[Any] = []
+            for ref in spec.listOfPropertyReferences:
+                attr = ref.propertyIdentifier.attr
+                if obj is not None and attr in _SPECIAL:
+                    for name in self._expand(obj, attr):
+                        element = await self._result_element(obj, PropertyIdentifier(name), None)
+                        # ALL/REQUIRED/OPTIONAL list what exists: leave out what cannot be read.
+                        if element.readResult.propertyAccessError is None:
+                            elements.append(element)
+                    continue
+                elements.append(
+                    await self._result_element(obj, ref.propertyIdentifier, ref.propertyArrayIndex)
+                )
+            results.append(ReadAccessResult(objectIdentifier=objid, listOfResults=elements))
+        await self.response(ReadPropertyMultipleACK(listOfReadAccessResults=results, context=apdu))
+
+    async def _result_element(self, obj: Any, prop: Any, index: int | None) -> Any:
+        choice = ReadAccessResultElementChoice()
+        if obj is None:
+            choice.propertyAccessError = ErrorType(errorClass="object", errorCode="unknownObject")
+        else:
+            try:
+                choice.propertyValue = await self._read(obj, prop, index)
+            except ExecutionError as err:
+                choice.propertyAccessError = ErrorType(
+                    errorClass=err.errorClass, errorCode=err.errorCode
+                )
+        return ReadAccessResultElement(
+            propertyIdentifier=prop, propertyArrayIndex=index, readResult=choice
+        )
+
+    @staticmethod
+    def _expand(obj: Any, which: str) -> list[str]:
+        """Property names for ALL, REQUIRED or OPTIONAL (Property_List is never among them)."""
+        if isinstance(obj, PointObject):
+            if which == "all":
+                names = list(obj.properties)
+            elif which == "required":
+                names = list(required_properties(obj))
+            else:
+                names = list(optional_properties(obj))
+            return [n for n in names if n != "propertyList"]
+        present = [n for n in obj._elements if inspect.getattr_static(obj, n, None) is not None]
+        required: set[str] = {"objectIdentifier", "objectName", "objectType"}
+        for cls in type(obj).__mro__:
+            required.update(getattr(cls, "_required", ()))
+        if which == "required":
+            present = [n for n in present if n in required]
+        elif which == "optional":
+            present = [n for n in present if n not in required]
+        return [n for n in present if n != "propertyList"]
+
+    # -- WriteProperty --------------------------------------------------------------------------
+
+    async def do_WritePropertyRequest(self, apdu: WritePropertyRequest) -> None:  # noqa: N802
+        obj = self.get_object_id(self._resolve(apdu.objectIdentifier))
+        if obj is None:
+            raise ObjectError("unknownObject")
+        attr = apdu.propertyIdentifier.attr
+        if not isinstance(obj, PointObject):
+            # The device and its network port are configured in the gateway, not over BACnet.
+            if obj.get_property_type(attr) is None:
+                raise PropertyError("unknownProperty")
+            raise PropertyError("writeAccessDenied")
+        write = validate_write(
+            obj, attr, apdu.propertyArrayIndex, apdu.priority, apdu.propertyValue
+        )
+        await self.write_handler(obj, write)
+        await self.response(SimpleAckPDU(context=apdu))
+
+    async def do_WritePropertyMultipleRequest(self, apdu: Any) -> None:  # noqa: N802
+        # Not in the device profile; refused rather than left to the stock unguarded path.
+        raise UnrecognizedService("writePropertyMultiple is not supported")
+
+    async def do_ReadRangeRequest(self, apdu: Any) -> None:  # noqa: N802
+        raise UnrecognizedService("readRange is not supported")
+
+    # -- COV ------------------------------------------------------------------------------------
+
+    async def do_SubscribeCOVRequest(self, apdu: SubscribeCOVRequest) -> None:  # noqa: N802
+        await self._subscribe(apdu, prop=None, index=None, increment=None)
+
+    async def do_SubscribeCOVPropertyRequest(  # noqa: N802
+        self, apdu: SubscribeCOVPropertyRequest
+    ) -> None:
+        ref = apdu.monitoredPropertyIdentifier
+        await self._subscribe(
+            apdu,
+            prop=ref.propertyIdentifier.attr,
+            index=ref.propertyArrayIndex,
+            increment=None if apdu.covIncrement is None else float(apdu.covIncrement),
+        )
+
+    async def _subscribe(
+        self, apdu: Any, *, prop: str | None, index: int | None, increment: float | None
+    ) -> None:
+        objid = self._resolve(apdu.monitoredObjectIdentifier)
+        obj = self.get_object_id(objid)
+        cancel = apdu.issueConfirmedNotifications is None and apdu.lifetime is None
+        if not isinstance(obj, PointObject):
+            if obj is None and not cancel:
+                raise ObjectError("unknownObject")
+            if obj is not None and not cancel:
+                raise ExecutionError("services", "covSubscriptionFailed")
+            await self.response(SimpleAckPDU(context=apdu))
+            return
+        sub = self.cov.subscribe(
+            apdu.pduSource,
+            apdu.subscriberProcessIdentifier,
+            obj,
+            prop=prop,
+            index=index,
+            confirmed=apdu.issueConfirmedNotifications,
+            lifetime=apdu.lifetime,
+            increment=increment,
+        )
+        await self.response(SimpleAckPDU(context=apdu))
+        if sub is not None:
+            # After the acknowledgement: a client learns of its subscription from the ack.
+            self.cov.initial(sub, obj)
+
+    # -- Who-Has --------------------------------------------------------------------------------
+
+    async def do_WhoHasRequest(self, apdu: WhoHasRequest) -> None:  # noqa: N802
+        device = self.device_object
+        if device is None:
+            return
+        limits = apdu.limits
+        if limits is not None:
+            low, high = limits.deviceInstanceRangeLowLimit, limits.deviceInstanceRangeHighLimit
+            if low is None or high is None:
+                raise InconsistentParameters("both instance limits are required")
+            if not low <= device.objectIdentifier[1] <= high:
+                return
+        wanted = apdu.object
+        if wanted.objectIdentifier is not None:
+            obj = self.get_object_id(wanted.objectIdentifier)
+        elif wanted.objectName is not None:
+            obj = self.get_object_name(wanted.objectName)
+        else:
+            raise InconsistentParameters("object identifier or object name required")
+        if obj is None:
+            return
+        if isinstance(obj, PointObject):
+            self.i_have(obj.identifier, obj.name, address=apdu.pduSource)
+        else:
+            self.i_have(obj.objectIdentifier, obj.objectName, address=apdu.pduSource)
+
+    # -- device management ----------------------------------------------------------------------
+
+    def _check_password(self, given: Any) -> None:
+        # Without a configured password the parameter is ignored (clause 16.1.3.1).
+        if self.password is not None and (given is None or str(given) != self.password):
+            raise ExecutionError("security", "passwordFailure")
+
+    async def do_DeviceCommunicationControlRequest(  # noqa: N802
+        self, apdu: DeviceCommunicationControlRequest
+    ) -> None:
+        self._check_password(apdu.password)
+        state = _DCC_STATES.get(str(apdu.enableDisable or "enable"), "enable")
+        minutes = apdu.timeDuration
+        await self.response(SimpleAckPDU(context=apdu))
+        self._set_communication(state)
+        if state != "enable" and minutes:
+            loop = asyncio.get_running_loop()
+            self._dcc_timer = loop.call_later(minutes * 60, self._set_communication, "enable")
+        log.warning(
+            "BACnet: communication control from %s: %s%s",
+            apdu.pduSource,
+            state,
+            f" for {minutes} min" if state != "enable" and minutes else "",
+        )
+
+    def _set_communication(self, state: str) -> None:
+        if self._dcc_timer is not None:
+            self._dcc_timer.cancel()
+            self._dcc_timer = None
+        # The application service access point drops what the state forbids.
+        self.asap.dccEnableDisable = state
+
+    @property
+    def communication(self) -> str:
+        return str(self.asap.dccEnableDisable)
+
+    async def do_ReinitializeDeviceRequest(  # noqa: N802
+        self, apdu: ReinitializeDeviceRequest
+    ) -> None:
+        self._check_password(apdu.password)
+        state = str(apdu.reinitializedStateOfDevice)
+        if state not in ("coldstart", "warmstart", "activate-changes", "activateChanges"):
+            raise ExecutionError("services", "optionalFunctionalityNotSupported")
+        await self.response(SimpleAckPDU(context=apdu))
+        log.warning("BACnet: reinitialize (%s) requested by %s", state, apdu.pduSource)
+        if state in ("coldstart", "warmstart"):
+            self._set_communication("enable")
+            self.i_am()
+            if self.on_reinitialize is not None:
+                self.on_reinitialize(state)
+
+    # -- time synchronization -------------------------------------------------------------------
+
+    async def do_TimeSynchronizationRequest(  # noqa: N802
+        self, apdu: TimeSynchronizationRequest
+    ) -> None:
+        self._time_sync(apdu, utc=False)
+
+    async def do_UTCTimeSynchronizationRequest(  # noqa: N802
+        self, apdu: UTCTimeSynchronizationRequest
+    ) -> None:
+        self._time_sync(apdu, utc=True)
+
+    @staticmethod
+    def _time_sync(apdu: Any, *, utc: bool) -> None:
+        """Accepted and compared: the gateway never sets the system clock (chrony/NTP's job),
+        but a clock far off skews report timestamps, so a large difference is reported."""
+        try:
+            d, t = apdu.time.date, apdu.time.time
+            fields = (d[0] + 1900, d[1], d[2], t[0], t[1], t[2], 0, 0, -1)
+            theirs = calendar.timegm(fields) if utc else time.mktime(fields)
+        except (TypeError, ValueError, OverflowError, IndexError):
+            log.info("BACnet: time synchronization from %s with an unusable time", apdu.pduSource)
+            return
+        offset = theirs - time.time()
+        level = logging.WARNING if abs(offset) > 60 else logging.DEBUG
+        log.log(
+            level,
+            "BACnet: time synchronization from %s: their clock is %+.0f s from ours "
+            "(the gateway does not set the system clock)",
+            apdu.pduSource,
+            offset,
+        )

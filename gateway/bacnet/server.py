@@ -1,0 +1,385 @@
+"""`BacnetServer`: the gateway's BACnet/IP device, fed by `GatewayState` changes.
+
+Start it inside the running loop (bacpypes3 needs one to build its sockets); it creates one
+object per catalog point, follows the state's changes (values, and freshness as Reliability), and
+answers BMS workstations. See application.py for the services, cov.py for subscriptions and
+foreign.py for BBMD registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bacpypes3.basetypes import Reliability
+from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
+from bacpypes3.ipv4.link import NormalLinkLayer
+from bacpypes3.pdu import IPv4Address
+
+from gateway.bacnet.application import GatewayApplication, ReinitHandler
+from gateway.bacnet.cov import CovManager
+from gateway.bacnet.device import (
+    build_device,
+    build_network_port,
+    database_revision,
+    object_set_digest,
+)
+from gateway.bacnet.foreign import SupervisedForeignLink
+from gateway.bacnet.objects import PROFILES, PointObject, build_objects
+from gateway.bacnet.writes import (
+    ValidWrite,
+    WriteAction,
+    command_actions,
+    commit_write,
+    effective_value,
+    unwritable_points,
+)
+from gateway.commands import Commands
+from gateway.errors import GatewayError
+from gateway.settings import BacnetSection
+from gateway.state import Change, GatewayState
+from objects.pointmap import ResolvedPoint
+
+log = logging.getLogger("gateway.bacnet")
+
+COV_FILE = "bacnet_cov.json"
+BIND_TIMEOUT_S = 10.0
+
+
+class BacnetError(GatewayError):
+    """The BACnet server cannot start (port taken, duplicate objects, bad address)."""
+
+
+class BacnetServer:
+    """The gateway's BACnet/IP device. `await start()` in the daemon's loop, `await stop()`."""
+
+    def __init__(
+        self,
+        cfg: BacnetSection,
+        points: Sequence[ResolvedPoint],
+        state: GatewayState,
+        commands: Commands,
+        *,
+        state_dir: Path,
+        version: str,
+        actions: Mapping[str, WriteAction] | None = None,
+        on_fd_change: Callable[[bool], None] | None = None,
+        on_reinitialize: ReinitHandler | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self._points = list(points)
+        self._state = state
+        self._actions = dict(command_actions(commands) if actions is None else actions)
+        self._state_dir = state_dir
+        self._version = version
+        self._on_fd_change = on_fd_change
+        self._on_reinitialize = on_reinitialize
+        self._objects: dict[Any, PointObject] = {}
+        self._by_sensor: dict[str, dict[str, PointObject]] = {}
+        self._app: GatewayApplication | None = None
+        self._cov: CovManager | None = None
+        self._link: Any = None
+        self._network_port: Any = None
+        self._running = False
+        self._subscribed = False
+        self.database_revision = 0
+        self.started_in = 0.0  # seconds start() took
+
+    # -- public state ---------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """host:port the device listens on."""
+        return f"{self.cfg.address.split('/')[0]}:{self.cfg.port}"
+
+    @property
+    def device_instance(self) -> int:
+        return self.cfg.device_instance
+
+    @property
+    def fd_registered(self) -> bool | None:
+        """Foreign-device registration state; None when no BBMD is configured."""
+        if not isinstance(self._link, SupervisedForeignLink):
+            return None
+        return bool(self._link.registered)
+
+    @property
+    def cov_subscriptions(self) -> int:
+        return len(self._cov) if self._cov is not None else 0
+
+    @property
+    def notifications_sent(self) -> int:
+        return self._cov.sent if self._cov is not None else 0
+
+    @property
+    def notifications_failed(self) -> int:
+        return self._cov.failed if self._cov is not None else 0
+
+    @property
+    def communication(self) -> str:
+        """Device communication control state: enable, disable or disableInitiation."""
+        return self._app.communication if self._app is not None else "enable"
+
+    def object_for(self, sensor_id: str, key: str) -> PointObject | None:
+        return self._by_sensor.get(sensor_id, {}).get(key)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        cfg = self.cfg
+        ip = cfg.address.split("/")[0]
+        _check_port_free(ip, cfg.port)
+        objects = build_objects(self._points)
+        port_name = f"{cfg.device_name} BACnet/IP port"
+        _check_unique(objects, reserved={cfg.device_name, port_name})
+        self._objects = {o.identifier: o for o in objects}
+        for o in objects:
+            self._by_sensor.setdefault(o.point.sensor_id, {})[o.point.key] = o
+
+        identities = [("device", cfg.device_instance, cfg.device_name)]
+        identities += [("network-port", 1, port_name)]
+        identities += [(o.profile.bacnet_type, o.point.instance, o.name) for o in objects]
+        self.database_revision = await asyncio.to_thread(
+            database_revision, self._state_dir, object_set_digest(identities)
+        )
+
+        address = IPv4Address(f"{cfg.address}:{cfg.port}")
+        # Broadcasts go to (and are heard on) the configured address, not just the subnet's.
+        address.addrBroadcastTuple = (cfg.broadcast, cfg.port)
+        types = sorted({PROFILES[p.object_type].bacnet_type for p in self._points})
+        device = build_device(
+            instance=cfg.device_instance,
+            name=cfg.device_name,
+            description=cfg.description,
+            location=cfg.location,
+            vendor_id=cfg.vendor_id,
+            vendor_name=cfg.vendor_name,
+            version=self._version,
+            database_revision=self.database_revision,
+            object_types=[_camel(t) for t in types],
+            active_cov=self._active_cov,
+        )
+        bbmd = None if cfg.bbmd is None else (cfg.bbmd.address, cfg.bbmd.port, cfg.bbmd.ttl)
+        self._network_port = build_network_port(address, name=port_name, bbmd=bbmd)
+
+        app = GatewayApplication.from_object_list([device])
+        self._cov = CovManager(
+            app.request,
+            device.objectIdentifier,
+            self._objects.get,
+            self._state_dir / COV_FILE,
+        )
+        app.serve(
+            self._objects,
+            self._cov,
+            self._write,
+            password=cfg.password,
+            on_reinitialize=self._on_reinitialize,
+        )
+        if bbmd is None:
+            self._link = NormalLinkLayer(address)
+        else:
+            self._link = SupervisedForeignLink(
+                address,
+                IPv4Address(f"{bbmd[0]}:{bbmd[1]}"),
+                bbmd[2],
+                on_change=self._fd_changed,
+            )
+        app.add_network_port(self._network_port, self._link, address)
+        self._app = app
+        device.set_object_list(
+            [device.objectIdentifier, self._network_port.objectIdentifier]
+            + [o.identifier for o in objects]
+        )
+
+        self._seed()
+        self._running = True
+        if not self._subscribed:  # GatewayState has no unsubscribe: subscribe once per server
+            self._state.subscribe(self._on_change)
+            self._subscribed = True
+        await _bound(self._link)
+        await self._restore_subscriptions()
+        unwritable = unwritable_points(self._objects_by_key(), self._actions)
+        if unwritable:
+            log.warning("BACnet: writable points without a command refuse writes: %s", unwritable)
+        if isinstance(self._link, SupervisedForeignLink):
+            self._link.start()
+        app.i_am()
+        self.started_in = time.perf_counter() - started
+        log.info(
+            "BACnet: device %d %r on %s:%d, %d objects, database revision %d, started in %.2f s",
+            cfg.device_instance,
+            cfg.device_name,
+            ip,
+            cfg.port,
+            len(objects) + 2,
+            self.database_revision,
+            self.started_in,
+        )
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._cov is not None:
+            await self._cov.flush()
+            self._cov.close()
+        if self._app is not None:
+            self._app.close()  # closes the link layers, and so the sockets
+            self._app = None
+        log.info("BACnet: stopped")
+
+    # -- state -> objects -----------------------------------------------------------------------
+
+    def _seed(self) -> None:
+        """Initial values: whatever the state holds (restored or live) at start-up."""
+        for sensor_id, objs in self._by_sensor.items():
+            if sensor_id == "":
+                values: Mapping[str, float] = self._state.gateway_values
+                online = True
+            elif sensor_id in self._state.sensors:
+                values = self._state.current(sensor_id)
+                online = self._state.sensors[sensor_id].online
+            else:
+                values, online = {}, False
+            for key, obj in objs.items():
+                obj.link_down = not online
+                if key in values:
+                    obj.value = float(values[key])
+                    obj.has_value = True
+
+    def _on_change(self, change: Change) -> None:
+        if not self._running:
+            return
+        objs = self._by_sensor.get(change.sensor_id)
+        if objs is None:
+            return
+        cov = self._cov
+        assert cov is not None
+        touched: list[PointObject] = []
+        for key, value in change.values.items():
+            obj = objs.get(key)
+            if obj is not None:
+                obj.value = float(value)
+                obj.has_value = True
+                touched.append(obj)
+        if change.online is not None:
+            link_down = not change.online
+            for obj in objs.values():
+                if obj.link_down != link_down:
+                    obj.link_down = link_down
+                    # Reliability changes Status_Flags; bacpypes3 would not notify that.
+                    if obj.needs_fresh_link:
+                        touched.append(obj)
+        for obj in touched:
+            cov.changed(obj)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    async def _write(self, obj: PointObject, write: ValidWrite) -> None:
+        action = self._actions.get(obj.point.key)
+        if action is None:
+            raise PropertyError("writeAccessDenied")
+        try:
+            await action.run(obj.point, effective_value(obj, write))
+        except ExecutionError:
+            raise
+        except KeyError:
+            raise ObjectError("unknownObject") from None
+        except Exception:
+            log.exception("BACnet: write to %s failed", obj.name)
+            raise ExecutionError("device", "operationalProblem") from None
+        commit_write(obj, write, momentary=action.momentary)
+        assert self._cov is not None
+        self._cov.notify_all(obj)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _objects_by_key(self) -> dict[tuple[str, str], PointObject]:
+        return {o.key: o for o in self._objects.values()}
+
+    def _active_cov(self) -> list[Any]:
+        return self._cov.active_subscriptions() if self._cov is not None else []
+
+    def _fd_changed(self, registered: bool) -> None:
+        port = self._network_port
+        if port is not None:
+            port.reliability = (
+                Reliability.noFaultDetected
+                if registered
+                else Reliability.renewFDRegistrationFailure
+            )
+        if registered and self._app is not None:
+            self._app.i_am()  # make ourselves known on the BBMD's network
+        if self._on_fd_change is not None:
+            self._on_fd_change(registered)
+
+    async def _restore_subscriptions(self) -> None:
+        assert self._cov is not None
+        path = self._state_dir / COV_FILE
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("BACnet COV: cannot read %s: %s", path, exc)
+            return
+        try:
+            resumed = self._cov.restore(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("BACnet COV: %s is damaged (%s); subscriptions not resumed", path, exc)
+            return
+        if resumed:
+            log.info("BACnet COV: resumed %d subscriptions from %s", resumed, path)
+
+
+def _camel(hyphenated: str) -> str:
+    head, *rest = hyphenated.split("-")
+    return head + "".join(w.capitalize() for w in rest)
+
+
+def _check_port_free(ip: str, port: int) -> None:
+    """bacpypes3 binds with SO_REUSEPORT, so a second server on a taken port would start
+    silently and share (steal) its traffic. A plain bind fails instead when anything holds it."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.bind((ip, port))
+    except OSError as exc:
+        raise BacnetError(f"BACnet: cannot use UDP {ip}:{port}: {exc.strerror}") from None
+    finally:
+        probe.close()
+
+
+def _check_unique(objects: Sequence[PointObject], *, reserved: set[str]) -> None:
+    seen_ids: set[Any] = set()
+    seen_names = set(reserved)
+    problems = []
+    for o in objects:
+        if o.identifier in seen_ids:
+            problems.append(f"object {o.identifier} appears twice")
+        if o.name in seen_names:
+            problems.append(f"object name {o.name!r} is used twice")
+        seen_ids.add(o.identifier)
+        seen_names.add(o.name)
+    if problems:
+        raise BacnetError("BACnet: " + "; ".join(problems))
+
+
+async def _bound(link: Any) -> None:
+    """Wait until the link layer's sockets are bound (bacpypes3 binds in background tasks and
+    retries forever on errors; a deadline turns that into a start-up failure)."""
+    server = link.server
+    tasks = list(getattr(server, "_transport_tasks", ()))  # bacpypes3 0.0.110 internals
+    if not tasks:
+        return
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), BIND_TIMEOUT_S)
+    except TimeoutError:
+        raise BacnetError(
+            f"BACnet: could not bind {server.local_address} (or the broadcast address "
+            f"{server.broadcast_address}) within {BIND_TIMEOUT_S:.0f} s"
+        ) from None

@@ -1,0 +1,12 @@
+"""Modbus TCP server and RTU slave serving the point map from one register image.
+
+The only package that speaks Modbus. Layout and readable blocks: `layout`; value encoding:
+`encoding`; the image: `image`; protocol: `pdu`; writes to commands: `writes`; transports: `tcp`,
+`rtu` (framing in `rtu_framing`, the port in `serial_port`).
+"""
+
+from gateway.modbus.pdu_codes import OUTCOMES, TRANSPORTS, Outcome
+from gateway.modbus.serial_port import SerialPortError
+from gateway.modbus.server import ModbusServer
+
+__all__ = ["OUTCOMES", "TRANSPORTS", "ModbusServer", "Outcome", "SerialPortError"]

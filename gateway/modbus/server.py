@@ -1,0 +1,102 @@
+"""`ModbusServer`: the register image plus its TCP server and RTU slave, as one component."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from gateway import __version__
+from gateway.commands import Commands
+from gateway.modbus.image import RegisterImage
+from gateway.modbus.pdu import DeviceIdentity, RequestHandler
+from gateway.modbus.pdu_codes import Outcome
+from gateway.modbus.rtu import RtuSlave
+from gateway.modbus.tcp import TcpServer
+from gateway.modbus.writes import WriteExecutor
+from gateway.settings import ModbusSection
+from gateway.state import GatewayState
+from objects.pointmap import ResolvedPoint
+
+log = logging.getLogger("gateway.modbus")
+
+RequestCallback = Callable[[str, str], None]  # (transport "tcp"|"rtu", outcome)
+
+DEFAULT_IDENTITY = DeviceIdentity(
+    vendor="vs121-gateway", product="VS121 gateway", revision=__version__
+)
+
+
+class ModbusServer:
+    """Serves the points over Modbus TCP and/or RTU from one register image.
+
+    The image follows the state from construction on (initial values, then every Change), so it
+    is complete before the first request. Writes become `commands` calls. `on_request(transport,
+    outcome)` is called once per request (see `Outcome` for the values).
+    """
+
+    def __init__(
+        self,
+        cfg: ModbusSection,
+        points: Sequence[ResolvedPoint],
+        state: GatewayState,
+        commands: Commands,
+        *,
+        on_request: RequestCallback | None = None,
+        identity: DeviceIdentity = DEFAULT_IDENTITY,
+        reopen_backoff: tuple[float, float] = (0.5, 10.0),
+    ) -> None:
+        self.image = RegisterImage(points, word_order=cfg.word_order)
+        for sensor_id in state.ids():
+            self.image.load(sensor_id, state.current(sensor_id))
+        self.image.load("", state.gateway_values)
+        state.subscribe(self.image.apply)
+        handler = RequestHandler(self.image, WriteExecutor(self.image, commands), identity)
+        count = on_request or (lambda _transport, _outcome: None)
+
+        def counter(transport: str) -> Callable[[Outcome], None]:
+            return lambda outcome: count(transport, outcome.value)
+
+        self._tcp = (
+            TcpServer(
+                cfg.tcp.host,
+                cfg.tcp.port,
+                handler,
+                counter("tcp"),
+                max_connections=cfg.tcp.max_connections,
+            )
+            if cfg.tcp.enabled
+            else None
+        )
+        self._rtu = (
+            RtuSlave(cfg.rtu, handler, counter("rtu"), reopen_backoff=reopen_backoff)
+            if cfg.rtu.enabled
+            else None
+        )
+
+    @property
+    def tcp_port(self) -> int | None:
+        """The port the TCP server listens on, None when it does not run."""
+        return self._tcp.port if self._tcp is not None else None
+
+    @property
+    def rtu_port_open(self) -> bool:
+        """Whether the RTU slave has its serial port open right now."""
+        return self._rtu is not None and self._rtu.is_open
+
+    async def start(self) -> None:
+        """Start listening; raises SerialPortError if the RTU port is missing and
+        missing_port = "fail", OSError if the TCP port cannot be bound."""
+        if self._tcp is not None:
+            await self._tcp.start()
+        if self._rtu is not None:
+            try:
+                await self._rtu.start()
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def stop(self) -> None:
+        if self._rtu is not None:
+            await self._rtu.stop()
+        if self._tcp is not None:
+            await self._tcp.stop()

@@ -1,0 +1,47 @@
+"""A BBMD in its own process (bacpypes3's BBMD link layer), for foreign-device tests.
+
+`python bbmd.py --port N` binds 127.0.0.1/8 on that port, accepts foreign-device registrations,
+prints {"event": "ready"} and runs until terminated. Its foreign device table can be read by any
+client with Read-Foreign-Device-Table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from bacpypes3.app import Application
+from bacpypes3.basetypes import BDTEntry, IPMode
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--instance", type=int, default=598)
+    args = parser.parse_args()
+    address = f"127.0.0.1/8:{args.port}"
+    device = DeviceObject(
+        objectIdentifier=("device", args.instance), objectName="test bbmd", vendorIdentifier=999
+    )
+    port = NetworkPortObject(address, objectIdentifier=("network-port", 1), objectName="port")
+    port.bacnetIPMode = IPMode.bbmd
+    port.bbmdAcceptFDRegistrations = True
+    port.bbmdForeignDeviceTable = []
+    port.bbmdBroadcastDistributionTable = [BDTEntry(address)]
+    app = Application.from_object_list([device, port])
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    sys.stdout.write(json.dumps({"event": "ready", "port": args.port}) + "\n")
+    sys.stdout.flush()
+    await stop.wait()
+    app.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

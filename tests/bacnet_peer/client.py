@@ -1,0 +1,442 @@
+"""A BACnet/IP client in its own process, driven by JSON lines on stdin.
+
+Tests start it with `python client.py --port N` (it binds 127.0.0.1/8 on that port), wait for
+{"event": "ready"}, then send one JSON command per line, each with an "id"; the answer comes back
+as {"id": ..., "result": ...} or {"id": ..., "error": {...}}. COV notifications arrive at any
+time as {"event": "cov", ...}. Built on bacpypes3's client side, with notifications taken
+directly (the stock helper needs a context manager per subscription).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import time
+from typing import Any
+
+from bacpypes3.apdu import (
+    DeviceCommunicationControlRequest,
+    ErrorRejectAbortNack,
+    ReadPropertyMultipleRequest,
+    ReadPropertyRequest,
+    ReinitializeDeviceRequest,
+    SimpleAckPDU,
+    SubscribeCOVPropertyRequest,
+    SubscribeCOVRequest,
+    TimeSynchronizationRequest,
+    UTCTimeSynchronizationRequest,
+    WritePropertyRequest,
+)
+from bacpypes3.app import Application
+from bacpypes3.basetypes import (
+    DateTime,
+    PropertyIdentifier,
+    PropertyReference,
+    ReadAccessSpecification,
+)
+from bacpypes3.comm import bind
+from bacpypes3.constructeddata import Any as AnyValue
+from bacpypes3.constructeddata import Sequence, SequenceOf
+from bacpypes3.ipv4.service import BVLLServiceElement
+from bacpypes3.local.device import DeviceObject
+from bacpypes3.local.networkport import NetworkPortObject
+from bacpypes3.pdu import Address, IPv4Address
+from bacpypes3.primitivedata import (
+    BitString,
+    CharacterString,
+    Date,
+    Enumerated,
+    Null,
+    ObjectIdentifier,
+    Real,
+    Time,
+    Unsigned,
+)
+
+
+def to_json(v: Any) -> Any:
+    """A bacpypes3 value as plain JSON (enumerations by name, bit strings as 0/1 lists)."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, ObjectIdentifier):
+        return f"{v[0]},{v[1]}"
+    if isinstance(v, Enumerated):
+        return str(v)
+    if isinstance(v, BitString):
+        return [int(b) for b in v]
+    if isinstance(v, CharacterString):
+        return str(v)
+    if isinstance(v, float | int | str):
+        return v
+    if isinstance(v, DateTime):
+        return str(v)
+    if isinstance(v, Sequence):
+        return {k: to_json(getattr(v, k, None)) for k in v._order}
+    if isinstance(v, list | tuple):
+        return [to_json(x) for x in v]
+    return str(v)
+
+
+def describe_error(response: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": type(response).__name__}
+    for attr in ("errorClass", "errorCode", "apduAbortRejectReason"):
+        value = getattr(response, attr, None)
+        if value is not None:
+            out[attr] = str(value)
+    return out
+
+
+class RequestFailedError(Exception):
+    def __init__(self, detail: dict[str, Any]) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def emit(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+class ClientApp(Application):  # type: ignore[misc]  # bacpypes3 has no type hints
+    """Reports every COV notification; acknowledges confirmed ones unless told not to."""
+
+    ack_confirmed = True
+
+    async def do_ConfirmedCOVNotificationRequest(self, apdu: Any) -> None:
+        self._report(apdu, confirmed=True)
+        if self.ack_confirmed:
+            await self.response(SimpleAckPDU(context=apdu))
+
+    async def do_UnconfirmedCOVNotificationRequest(self, apdu: Any) -> None:
+        self._report(apdu, confirmed=False)
+
+    def _report(self, apdu: Any, *, confirmed: bool) -> None:
+        received = time.monotonic()
+        values = {}
+        for pv in apdu.listOfValues:
+            name = pv.propertyIdentifier.attr
+            values[name] = to_json(_decode_any(name, pv.value))
+        emit(
+            {
+                "event": "cov",
+                "t": received,
+                "confirmed": confirmed,
+                "source": str(apdu.pduSource),
+                "process": apdu.subscriberProcessIdentifier,
+                "device": to_json(apdu.initiatingDeviceIdentifier),
+                "object": to_json(apdu.monitoredObjectIdentifier),
+                "time_remaining": apdu.timeRemaining,
+                "values": values,
+            }
+        )
+
+
+def _decode_any(name: str, value: Any) -> Any:
+    from bacpypes3.basetypes import BinaryPV, Reliability, StatusFlags
+
+    choices: dict[str, Any] = {"statusFlags": StatusFlags, "reliability": Reliability}
+    if name in choices:
+        return value.cast_out(choices[name])
+    for datatype in (Real, BinaryPV, DateTime):
+        try:
+            return value.cast_out(datatype)
+        except Exception:
+            continue
+    return None
+
+
+class Peer:
+    def __init__(self, app: ClientApp) -> None:
+        self.app = app
+        self.bvll = BVLLServiceElement()
+        bind(self.bvll, app.nsap.local_adapter.clientPeer)
+
+    async def request(self, apdu: Any) -> Any:
+        try:
+            response = await self.app.request(apdu)
+        except ErrorRejectAbortNack as exc:  # a BaseException in bacpypes3
+            raise RequestFailedError(describe_error(exc)) from None
+        if isinstance(response, ErrorRejectAbortNack):
+            raise RequestFailedError(describe_error(response))
+        return response
+
+    @staticmethod
+    def oid(text: str) -> Any:
+        return ObjectIdentifier(text)
+
+    async def read(
+        self, *, address: str, object: str, property: str, index: int | None = None
+    ) -> Any:
+        req = ReadPropertyRequest(
+            objectIdentifier=self.oid(object),
+            propertyIdentifier=PropertyIdentifier(property),
+            destination=Address(address),
+        )
+        if index is not None:
+            req.propertyArrayIndex = index
+        started = time.perf_counter()
+        ack = await self.request(req)
+        elapsed = time.perf_counter() - started
+        value = await self._cast(ack.objectIdentifier, property, index, ack.propertyValue)
+        return {"value": value, "seconds": elapsed}
+
+    async def _cast(self, objid: Any, prop: str, index: int | None, value: Any) -> Any:
+        from bacpypes3.constructeddata import Array
+        from bacpypes3.vendor import get_vendor_info
+
+        cls = get_vendor_info(0).get_object_class(objid[0])
+        datatype = cls.get_property_type(prop) if cls else None
+        if datatype is None:
+            return None
+        if issubclass(datatype, Array) and index is not None:
+            datatype = Unsigned if index == 0 else datatype._subtype
+        return to_json(value.cast_out(datatype))
+
+    async def rpm(self, *, address: str, specs: list[list[Any]]) -> Any:
+        access = []
+        for objtext, props in specs:
+            refs = []
+            for p in props:
+                name, index = (p, None) if isinstance(p, str) else (p[0], p[1])
+                ref = PropertyReference(propertyIdentifier=PropertyIdentifier(name))
+                if index is not None:
+                    ref.propertyArrayIndex = index
+                refs.append(ref)
+            access.append(
+                ReadAccessSpecification(
+                    objectIdentifier=self.oid(objtext), listOfPropertyReferences=refs
+                )
+            )
+        req = ReadPropertyMultipleRequest(
+            listOfReadAccessSpecs=SequenceOf(ReadAccessSpecification)(access),
+            destination=Address(address),
+        )
+        started = time.perf_counter()
+        ack = await self.request(req)
+        elapsed = time.perf_counter() - started
+        out = []
+        for result in ack.listOfReadAccessResults:
+            objid = result.objectIdentifier
+            for element in result.listOfResults:
+                prop = element.propertyIdentifier.attr
+                index = element.propertyArrayIndex
+                read = element.readResult
+                if read.propertyAccessError is not None:
+                    err = read.propertyAccessError
+                    entry: Any = {"error": [str(err.errorClass), str(err.errorCode)]}
+                else:
+                    entry = {"value": await self._cast(objid, prop, index, read.propertyValue)}
+                out.append([to_json(objid), prop, index, entry])
+        return {"results": out, "seconds": elapsed}
+
+    async def write(
+        self,
+        *,
+        address: str,
+        object: str,
+        property: str,
+        value: Any,
+        type: str,
+        priority: int | None = None,
+        index: int | None = None,
+    ) -> Any:
+        encoded: Any
+        if type == "real":
+            encoded = Real(value)
+        elif type == "enumerated":
+            encoded = Enumerated(value)
+        elif type == "unsigned":
+            encoded = Unsigned(value)
+        elif type == "null":
+            encoded = Null(())
+        elif type == "charstring":
+            encoded = CharacterString(value)
+        else:
+            raise ValueError(f"unknown type {type}")
+        req = WritePropertyRequest(
+            objectIdentifier=self.oid(object),
+            propertyIdentifier=PropertyIdentifier(property),
+            propertyValue=AnyValue(encoded),
+            destination=Address(address),
+        )
+        if priority is not None:
+            req.priority = priority
+        if index is not None:
+            req.propertyArrayIndex = index
+        await self.request(req)
+        return "ack"
+
+    async def subscribe(
+        self,
+        *,
+        address: str,
+        object: str,
+        process: int,
+        confirmed: bool | None = False,
+        lifetime: int | None = 300,
+        property: str | None = None,
+        increment: float | None = None,
+        cancel: bool = False,
+    ) -> Any:
+        req: Any
+        if property is None:
+            req = SubscribeCOVRequest(
+                subscriberProcessIdentifier=process,
+                monitoredObjectIdentifier=self.oid(object),
+                destination=Address(address),
+            )
+        else:
+            req = SubscribeCOVPropertyRequest(
+                subscriberProcessIdentifier=process,
+                monitoredObjectIdentifier=self.oid(object),
+                monitoredPropertyIdentifier=PropertyReference(
+                    propertyIdentifier=PropertyIdentifier(property)
+                ),
+                destination=Address(address),
+            )
+            if increment is not None:
+                req.covIncrement = increment
+        if not cancel:
+            req.issueConfirmedNotifications = confirmed
+            if lifetime is not None:
+                req.lifetime = lifetime
+        await self.request(req)
+        return "ack"
+
+    async def whois(
+        self,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+        address: str | None = None,
+        seconds: float = 2.0,
+    ) -> Any:
+        i_ams = await self.app.who_is(
+            low, high, Address(address) if address else None, timeout=seconds
+        )
+        return [{"device": a.iAmDeviceIdentifier[1], "source": str(a.pduSource)} for a in i_ams]
+
+    async def whohas(
+        self, *, name: str | None = None, object: str | None = None, seconds: float = 2.0
+    ) -> Any:
+        found = await self.app.who_has(
+            None,
+            None,
+            self.oid(object) if object else None,
+            CharacterString(name) if name else None,
+            timeout=seconds,
+        )
+        return [
+            {
+                "device": to_json(h.deviceIdentifier),
+                "object": to_json(h.objectIdentifier),
+                "name": str(h.objectName),
+            }
+            for h in found
+        ]
+
+    async def dcc(
+        self, *, address: str, state: str, minutes: int | None = None, password: str | None = None
+    ) -> Any:
+        req = DeviceCommunicationControlRequest(enableDisable=state, destination=Address(address))
+        if minutes is not None:
+            req.timeDuration = minutes
+        if password is not None:
+            req.password = password
+        await self.request(req)
+        return "ack"
+
+    async def reinit(self, *, address: str, state: str, password: str | None = None) -> Any:
+        req = ReinitializeDeviceRequest(
+            reinitializedStateOfDevice=state, destination=Address(address)
+        )
+        if password is not None:
+            req.password = password
+        await self.request(req)
+        return "ack"
+
+    async def timesync(self, *, address: str, utc: bool = False) -> Any:
+        cls = UTCTimeSynchronizationRequest if utc else TimeSynchronizationRequest
+        now = time.gmtime() if utc else time.localtime()
+        stamp = DateTime(
+            date=Date((now.tm_year - 1900, now.tm_mon, now.tm_mday, now.tm_wday + 1)),
+            time=Time((now.tm_hour, now.tm_min, now.tm_sec, 0)),
+        )
+        await self.app.request(cls(time=stamp, destination=Address(address)))
+        return "sent"
+
+    async def rfdt(self, *, address: str) -> Any:
+        entries = await self.bvll.read_foreign_device_table(IPv4Address(address))
+        if entries is None:
+            raise RequestFailedError({"kind": "NoResponse"})
+        return [
+            {"address": str(e.fdAddress), "ttl": e.fdTTL, "remain": e.fdRemain} for e in entries
+        ]
+
+    async def raw(self, *, host: str, port: int, hex: str, wait: float = 0.0) -> Any:
+        """Send bytes from a throwaway socket; return what comes back within `wait` seconds."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            sock.sendto(bytes.fromhex(hex), (host, port))
+            replies = []
+            deadline = loop.time() + wait
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, 2048), left)
+                except TimeoutError:
+                    break
+                replies.append(data.hex())
+            return replies
+
+    async def set_ack(self, *, enabled: bool) -> Any:
+        ClientApp.ack_confirmed = enabled
+        return enabled
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--instance", type=int, default=599)
+    args = parser.parse_args()
+
+    device = DeviceObject(
+        objectIdentifier=("device", args.instance), objectName="test client", vendorIdentifier=999
+    )
+    port = NetworkPortObject(
+        f"127.0.0.1/8:{args.port}", objectIdentifier=("network-port", 1), objectName="port"
+    )
+    app = ClientApp.from_object_list([device, port])
+    peer = Peer(app)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit({"event": "ready", "port": args.port})
+    tasks = set()
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        task = asyncio.ensure_future(run(peer, cmd))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    app.close()
+
+
+async def run(peer: Peer, cmd: dict[str, Any]) -> None:
+    ident = cmd.pop("id")
+    op = cmd.pop("op")
+    try:
+        result = await getattr(peer, op)(**cmd)
+        emit({"id": ident, "result": result})
+    except RequestFailedError as exc:
+        emit({"id": ident, "error": exc.detail})
+    except BaseException as exc:
+        emit({"id": ident, "error": {"kind": type(exc).__name__, "detail": str(exc)}})
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
