@@ -12,24 +12,21 @@ mosquitto it starts on a free loopback port, and prints:
 from __future__ import annotations
 
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from helpers.broker import MosquittoBroker  # noqa: E402
+from helpers.broker import MosquittoBroker
 
-from gateway.app import Gateway  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
-from gateway.sim_publish import uplink_body, uplink_topic  # noqa: E402
-from gateway.state import Change  # noqa: E402
+from gateway.app import Gateway
+from gateway.settings import Settings
+from gateway.sim_publish import uplink_body, uplink_topic
+from gateway.state import Change
 
 SENSORS = 20
 EUIS = [f"24e124538c{n:06x}" for n in range(1, SENSORS + 1)]
@@ -93,74 +90,83 @@ async def in_process(n: int) -> float:
         return n / elapsed
 
 
-class Publisher:
-    def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
-        self.client.max_inflight_messages_set(100)
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+PUBLISHER = """
+import sys, time, json
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+port, rate, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+messages = [line.split(" ", 1) for line in open(path).read().splitlines()]
+client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
+client.max_inflight_messages_set(100)
+client.max_queued_messages_set(0)
+client.connect("127.0.0.1", port)
+client.loop_start()
+interval = 1.0 / rate if rate > 0 else 0.0
+next_at = time.perf_counter()
+sent = []
+infos = []
+for topic, body in messages:
+    if interval:
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        next_at += interval
+    sent.append(time.time())
+    infos.append(client.publish(topic, body.encode(), qos=1))
+for info in infos:
+    info.wait_for_publish(60)
+client.disconnect()
+client.loop_stop()
+print(json.dumps(sent))
+"""
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
-
-async def through_broker(port: int, n: int, rate: float | None) -> tuple[float, list[float]]:
-    """Publish n messages (as fast as possible, or at `rate`/s); return msgs/s and latencies."""
+async def through_broker(port: int, n: int, rate: float) -> tuple[float, list[float]]:
+    """A separate publisher process sends n messages (as fast as it can when rate is 0);
+    returns the gateway's messages/s and each message's publish-to-state latency."""
     with tempfile.TemporaryDirectory() as tmp:
         gw = Gateway(settings(Path(tmp), port))
-        sent_at: dict[int, float] = {}
-        latencies: list[float] = []
+        seen_at: dict[int, float] = {}
         got = asyncio.Event()
-        count = 0
 
         def on_change(change: Change) -> None:
-            nonlocal count
             seq = change.values.get("a_to_a")
-            if seq is None:
-                return
-            t = sent_at.get(int(seq))
-            if t is not None:
-                latencies.append(time.perf_counter() - t)
-            count += 1
-            if count >= n:
-                got.set()
+            if seq is not None:
+                seen_at[int(seq)] = time.time()
+                if len(seen_at) >= n:
+                    got.set()
 
         gw.state.subscribe(on_change)
         stop = asyncio.Event()
         runner = asyncio.create_task(gw.run(stop))
         await gw.ready.wait()
-        while gw.mqtt is None or not gw.mqtt.connected:
-            await asyncio.sleep(0.01)
-        pub = Publisher(port)
+        await gw.mqtt_up.wait()
+        lines = Path(tmp) / "messages.txt"
         # Sequence numbers start at 1 and never repeat, so every message changes a_to_a.
-        bodies = [
-            (EUIS[i % SENSORS], uplink_body("chirpstack", EUIS[i % SENSORS], i, payload(i + 1), 0))
-            for i in range(n)
-        ]
-
-        def publish_all() -> None:
-            interval = 0.0 if rate is None else 1.0 / rate
-            next_at = time.perf_counter()
-            for i, (eui, body) in enumerate(bodies):
-                if interval:
-                    delay = next_at - time.perf_counter()
-                    if delay > 0:
-                        time.sleep(delay)
-                    next_at += interval
-                sent_at[i + 1] = time.perf_counter()
-                pub.client.publish(uplink_topic("chirpstack", eui), body, qos=1)
-
-        start = time.perf_counter()
-        thread = threading.Thread(target=publish_all)
-        thread.start()
+        lines.write_text(
+            "".join(
+                f"{uplink_topic('chirpstack', EUIS[i % SENSORS])} "
+                f"{uplink_body('chirpstack', EUIS[i % SENSORS], i, payload(i + 1), 0).decode()}\n"
+                for i in range(n)
+            )
+        )
+        publisher = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            PUBLISHER,
+            str(port),
+            str(rate),
+            str(lines),
+            stdout=asyncio.subprocess.PIPE,
+        )
         await asyncio.wait_for(got.wait(), timeout=300)
-        elapsed = time.perf_counter() - start
-        thread.join()
-        pub.close()
+        out, _ = await publisher.communicate()
+        sent = json.loads(out)
         stop.set()
         await runner
-        return n / elapsed, latencies
+        first, last = sent[0], max(seen_at.values())
+        latencies = [seen_at[i + 1] - t for i, t in enumerate(sent)]
+        return n / (last - first), latencies
 
 
 def pct(values: list[float], q: float) -> float:
@@ -171,8 +177,14 @@ def pct(values: list[float], q: float) -> float:
 async def main() -> None:
     rate = await in_process(20_000)
     print(f"in-process ingest (envelope+decode+state+durable): {rate:,.0f} messages/s")
-    with tempfile.TemporaryDirectory() as tmp, MosquittoBroker(Path(tmp)) as broker:
-        sustained, _ = await through_broker(broker.port, 20_000, None)
+    # The broker may queue the whole burst for the gateway: its default limit of 1,000 queued
+    # messages per client would drop the rest of a 20,000-message burst.
+    extra = "max_queued_messages 100000\n"
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        MosquittoBroker(Path(tmp), extra_config=extra) as broker,
+    ):
+        sustained, _ = await through_broker(broker.port, 20_000, 0)
         print(f"through mosquitto, QoS 1, manual ack:               {sustained:,.0f} messages/s")
         _, lat = await through_broker(broker.port, 2_000, 200.0)
         ms = [x * 1000 for x in lat]

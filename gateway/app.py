@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway import __version__
+from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
 from gateway.metrics import GatewayMetrics, default_metrics
+from gateway.modbus import ModbusServer
 from gateway.mqtt_settings import MqttSubscription
 from gateway.mqtt_source import MqttMessage, MqttSource
 from gateway.sdnotify import Notifier, watchdog_loop
@@ -23,6 +25,7 @@ from gateway.settings import Settings
 from gateway.simulator_source import SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
+from objects.pointmap import resolve
 
 log = logging.getLogger("gateway")
 
@@ -50,11 +53,14 @@ class Gateway:
         self.ingest = Ingest(settings.sensors, self.state, count=self._count)
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
+        self.modbus: ModbusServer | None = None
+        self.bacnet: BacnetServer | None = None
         self._last_sub: dict[str, MqttSubscription] = {}
         self._started = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop_alive = time.monotonic()
         self.ready = asyncio.Event()
+        self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
 
     # -- metrics ----------------------------------------------------------------------------
@@ -90,6 +96,8 @@ class Gateway:
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
         try:
+            self.state.publish_gateway(self.gateway_values())
+            await self._start_sinks()
             await self._start_sources()
             self.ready.set()
             self.notifier.ready(self._status_line())
@@ -109,6 +117,32 @@ class Gateway:
     def _task_done(task: asyncio.Task[Any]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("internal task %s failed: %r", task.get_name(), task.exception())
+
+    async def _start_sinks(self) -> None:
+        mb = self.settings.modbus
+        points = resolve(self.settings.sensor_specs())
+        if self.settings.bacnet.enabled:
+            self.bacnet = BacnetServer(
+                self.settings.bacnet,
+                points,
+                self.state,
+                self,
+                state_dir=self.settings.gateway.state_dir,
+                version=__version__,
+                on_fd_change=lambda up: self.metrics.bacnet_fd_registered.set(1 if up else 0),
+            )
+            await self.bacnet.start()
+        if mb.tcp.enabled or mb.rtu.enabled:
+            self.modbus = ModbusServer(
+                mb,
+                points,
+                self.state,
+                self,
+                on_request=lambda transport, outcome: self.metrics.modbus_requests.inc(
+                    transport=transport, outcome=outcome
+                ),
+            )
+            await self.modbus.start()
 
     async def _start_sources(self) -> None:
         cfg = self.settings
@@ -138,6 +172,10 @@ class Gateway:
             await self.http.stop()
         if self.mqtt is not None:
             await self.mqtt.stop()
+        if self.modbus is not None:
+            await self.modbus.stop()
+        if self.bacnet is not None:
+            await self.bacnet.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -188,6 +226,10 @@ class Gateway:
 
     def _mqtt_connected(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
+        if connected:
+            self.mqtt_up.set()
+        else:
+            self.mqtt_up.clear()
 
     # -- periodic work ----------------------------------------------------------------------
 

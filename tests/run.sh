@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in mosquitto socat mbpoll; do
+for tool in mosquitto socat mbpoll tshark; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# An independent BACnet stack (JavaScript) is installed from npm by the interop test.
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
   if [[ $(id -u) -eq 0 ]]; then
     echo "installing ${need[*]}"

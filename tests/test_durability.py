@@ -23,9 +23,7 @@ MESSAGES = 400
 def line_report(i: int, n_in: int, n_out: int) -> bytes:
     """A periodic line-crossing uplink with the sensor's own time, one per 60 s period."""
     ts = (T0 + 60 * i).to_bytes(4, "little")
-    return (
-        b"\x0f\x85" + ts + b"\x05\xcc" + n_in.to_bytes(2, "little") + n_out.to_bytes(2, "little")
-    )
+    return b"\x0f\x85" + ts + b"\x05\xcc" + n_in.to_bytes(2, "little") + n_out.to_bytes(2, "little")
 
 
 class Stream:

@@ -237,6 +237,7 @@ def modbus_config(
     unit_id: int = 1,
     missing_port: str = "wait",
     local_echo: bool = False,
+    rs485: bool = False,
 ) -> ModbusSection:
     tcp = ModbusTcpSection(enabled=tcp_port is not None, host=HOST, port=tcp_port or 5020)
     rtu = ModbusRtuSection.model_validate(
@@ -248,6 +249,7 @@ def modbus_config(
             "unit_id": unit_id,
             "missing_port": missing_port,
             "local_echo": local_echo,
+            "rs485": rs485,
         }
     )
     return ModbusSection.model_validate({"word_order": word_order, "tcp": tcp, "rtu": rtu})

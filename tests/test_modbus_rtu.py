@@ -438,3 +438,10 @@ async def test_stop_releases_the_port(rtu_factory: RigFactory) -> None:
     await quick.start()
     await quick.stop()
     serial.Serial(str(rig.pair.slave_path), exclusive=True).close()
+
+
+@pytest.mark.asyncio
+async def test_rs485_mode_refused_by_the_driver_is_a_clear_error(rtu_factory: RigFactory) -> None:
+    # A pty has no RS485 mode, as a USB adapter that switches direction itself often has not.
+    with pytest.raises(SerialPortError, match="RS485"):
+        await rtu_factory(rs485=True, missing_port="fail")

@@ -429,3 +429,39 @@ async def test_split_and_pipelined_frames(rig_factory: RigFactory) -> None:
             )
     finally:
         writer.close()
+
+
+@pytest.mark.asyncio
+async def test_a_failing_metrics_callback_does_not_stop_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def broken(transport: str, outcome: str) -> None:
+        raise ValueError(f"{transport}/{outcome} rejected")
+
+    server = ModbusServer(
+        modbus_config(tcp_port=free_port()),
+        all_points(),
+        make_state(),
+        FakeCommands(),
+        on_request=broken,
+    )
+    await server.start()
+    try:
+        for _ in range(3):
+            assert (
+                await raw_request(server.tcp_port or 0, struct.pack(">BHH", 3, 0, 1))
+                == b"\x03\x02\x00\x00"
+            )
+    finally:
+        await server.stop()
+    assert caplog.text.count("on_request callback failed") == 1
+
+
+@pytest.mark.asyncio
+async def test_a_taken_tcp_port_fails_start(rig_factory: RigFactory) -> None:
+    rig = await rig_factory()
+    second = ModbusServer(
+        modbus_config(tcp_port=rig.port), all_points(), make_state(), FakeCommands()
+    )
+    with pytest.raises(OSError, match="address already in use"):
+        await second.start()

@@ -8,6 +8,8 @@ import struct
 from collections.abc import Awaitable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pymodbus.framer.rtu import FramerRTU
 from test_modbus_helpers import SPECS, FakeCommands, all_points
 
@@ -155,6 +157,47 @@ def test_scanner_buffer_is_bounded() -> None:
     assert scanner.pending <= 1024
     scanner.feed(REQUEST)
     assert scanner.frames() == [Frame(1, REQUEST[1:-2], True)]
+
+
+_REQUESTS = st.one_of(
+    st.builds(
+        lambda unit, fc, address, count: with_crc(struct.pack(">BBHH", unit, fc, address, count)),
+        st.integers(0, 247),
+        st.sampled_from([1, 2, 3, 4, 5, 6]),
+        st.integers(0, 65535),
+        st.integers(0, 65535),
+    ),
+    st.builds(
+        lambda unit, words: with_crc(
+            struct.pack(f">BBHHB{len(words)}H", unit, 16, 0, len(words), 2 * len(words), *words)
+        ),
+        st.integers(0, 247),
+        st.lists(st.integers(0, 65535), min_size=1, max_size=123),
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    frames=st.lists(_REQUESTS, min_size=1, max_size=6),
+    noise=st.binary(max_size=40).map(lambda b: bytes(x | 0xF8 for x in b)),  # never a unit id
+    cuts=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+)
+def test_scanner_finds_every_frame_however_the_bytes_arrive(
+    frames: list[bytes], noise: bytes, cuts: list[int]
+) -> None:
+    stream = noise + b"".join(frames)
+    scanner = FrameScanner()
+    found: list[Frame] = []
+    pos, i = 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        scanner.feed(stream[pos : pos + step])
+        found.extend(scanner.frames())
+        pos, i = pos + step, i + 1
+    assert [(f.unit, f.pdu) for f in found] == [(f[0], f[1:-2]) for f in frames]
+    assert all(f.request for f in found)
+    assert scanner.pending == 0
 
 
 # -- layout --------------------------------------------------------------------------------------
@@ -308,3 +351,17 @@ def test_other_model_points_in_a_block_read_zero() -> None:
     image = RegisterImage(resolve([spec]), word_order="high_first")
     assert image.read_registers(Table.INPUT, 800 + 56, 64) == bytes(128)
     assert image.read_registers(Table.INPUT, 800 + 120, 1) is None
+
+
+def test_a_failing_request_costs_one_answer_04(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenImage(RegisterImage):
+        def read_registers(self, table: Table, address: int, count: int) -> bytes | None:
+            raise RuntimeError("bug")
+
+    image = BrokenImage(all_points(), word_order="high_first")
+    handler = RequestHandler(
+        image, WriteExecutor(image, FakeCommands()), DeviceIdentity("v", "p", "r")
+    )
+    assert handler.handle(struct.pack(">BHH", 3, 0, 1)) == (b"\x83\x04", "device_failure")
+    assert handler.handle(struct.pack(">BHH", 2, 200, 1)) == (b"\x02\x01\x00", "ok")
+    assert "RuntimeError: bug" in caplog.text

@@ -55,7 +55,7 @@ def unique(prefix: str) -> str:
 class Peer:
     """A plain paho client on the other side: publishes, and queues what it receives."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, auth: tuple[str, str] | None = None) -> None:
         self._host, self._port = host, port
         self._loop = asyncio.get_running_loop()
         self.received: asyncio.Queue[mqtt.MQTTMessage] = asyncio.Queue()
@@ -65,6 +65,8 @@ class Peer:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
+        if auth is not None:
+            self.client.username_pw_set(*auth)
 
     async def connect(self) -> None:
         await asyncio.to_thread(self.client.connect, self._host, self._port)
@@ -186,8 +188,8 @@ async def running(cfg: MqttSection, probe: Probe | None = None) -> AsyncIterator
 
 
 @contextlib.asynccontextmanager
-async def peer_of(host: str, port: int) -> AsyncIterator[Peer]:
-    peer = Peer(host, port)
+async def peer_of(host: str, port: int, auth: tuple[str, str] | None = None) -> AsyncIterator[Peer]:
+    peer = Peer(host, port, auth)
     await peer.connect()
     try:
         yield peer
@@ -635,6 +637,8 @@ async def test_missing_password_file_is_a_config_error_naming_it(tmp_path: Path)
 
 
 def passwd_file(tmp_path: Path, user: str, password: str) -> Path:
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.fail("mosquitto_passwd is missing (it comes with mosquitto)")
     path = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(path), user, password], check=True)
     return path
@@ -644,8 +648,6 @@ def passwd_file(tmp_path: Path, user: str, password: str) -> Path:
 async def test_password_file_authenticates_and_is_never_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if shutil.which("mosquitto_passwd") is None:
-        pytest.fail("mosquitto_passwd is missing (it comes with mosquitto)")
     users = passwd_file(tmp_path, "gw", "pa55-word")
     secret = tmp_path / "secret"
     secret.write_text("pa55-word\n")
@@ -657,19 +659,10 @@ async def test_password_file_authenticates_and_is_never_logged(
         cfg = section(
             HOST, port, subscriptions=[sub("s", topic)], username="gw", password_file=secret
         )
-        async with running(cfg) as source:
-            peer_client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=unique("peer"))
-            peer_client.username_pw_set("gw", "pa55-word")
-            peer_client.connect(HOST, port)
-            peer_client.loop_start()
-            try:
-                info = peer_client.publish(topic, b"authenticated", qos=1)
-                await asyncio.to_thread(info.wait_for_publish, TIMEOUT)
-                assert (await next_message(source)).payload == b"authenticated"
-            finally:
-                peer_client.disconnect()
-                peer_client.loop_stop()
-    assert any("gw" in line for line in broker.log)  # the broker saw our user name
+        async with running(cfg) as source, peer_of(HOST, port, ("gw", "pa55-word")) as peer:
+            await peer.publish(topic, b"authenticated")
+            assert (await next_message(source)).payload == b"authenticated"
+    assert any(cfg.client_id in line and "u'gw'" in line for line in broker.log)
     assert "pa55-word" not in caplog.text
 
 
@@ -726,18 +719,8 @@ def certificates(tmp_path: Path) -> dict[str, Path]:
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     days = ["-days", "2"]
     for ca in ("ca", "other-ca"):
-        run(
-            "req",
-            "-x509",
-            *ec,
-            *days,
-            "-keyout",
-            f"{ca}.key",
-            "-out",
-            f"{ca}.pem",
-            "-subj",
-            f"/CN={ca}",
-        )
+        files = ["-keyout", f"{ca}.key", "-out", f"{ca}.pem"]
+        run("req", "-x509", *ec, *days, *files, "-subj", f"/CN={ca}")
     run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
     (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     signed_by_ca = ["-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-extfile", "san.ext"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import hmac
 import inspect
 import logging
 import time
@@ -17,6 +18,7 @@ from typing import Any
 
 from bacpypes3.apdu import (
     DeviceCommunicationControlRequest,
+    IAmRequest,
     ReadPropertyACK,
     ReadPropertyMultipleACK,
     ReadPropertyMultipleRequest,
@@ -31,6 +33,7 @@ from bacpypes3.apdu import (
     WritePropertyRequest,
 )
 from bacpypes3.app import Application
+from bacpypes3.appservice import ApplicationServiceAccessPoint
 from bacpypes3.basetypes import (
     ErrorType,
     PropertyIdentifier,
@@ -39,6 +42,7 @@ from bacpypes3.basetypes import (
     ReadAccessResultElement,
     ReadAccessResultElementChoice,
 )
+from bacpypes3.comm import bind
 from bacpypes3.constructeddata import Any as AnyValue
 from bacpypes3.constructeddata import Array
 from bacpypes3.errors import (
@@ -48,6 +52,7 @@ from bacpypes3.errors import (
     PropertyError,
     UnrecognizedService,
 )
+from bacpypes3.netservice import NetworkServiceAccessPoint, NetworkServiceElement
 from bacpypes3.primitivedata import Unsigned
 
 from gateway.bacnet.cov import CovManager
@@ -62,8 +67,34 @@ _SPECIAL = {"all", "required", "optional"}
 # The service's enumeration as printed -> the spelling bacpypes3's access point compares with.
 _DCC_STATES = {"enable": "enable", "disable": "disable", "disable-initiation": "disableInitiation"}
 
+# Confirmed services a device still executes while communication is disabled (clause 16.1).
+_ALLOWED_WHILE_DISABLED = frozenset({17, 20})  # DeviceCommunicationControl, ReinitializeDevice
+
 WriteHandler = Callable[[PointObject, ValidWrite], Awaitable[None]]
 ReinitHandler = Callable[[str], None]
+
+
+class GatewayAccessPoint(ApplicationServiceAccessPoint):  # type: ignore[misc]  # untyped
+    """The stock access point, with DeviceCommunicationControl done right.
+
+    bacpypes3's own check, once communication is disabled, reads APDU fields off the raw PDU
+    and raises for every datagram, so not even the DCC that re-enables gets through. Here the
+    stock state stays "enable" and incoming requests are filtered on their first bytes;
+    outgoing requests are filtered in `GatewayApplication.request`."""
+
+    communication = "enable"  # enable, disable or disableInitiation
+
+    async def confirmation(self, pdu: Any) -> None:
+        if self.communication == "disable" and not _allowed_while_disabled(pdu.pduData):
+            return  # a disabled device does not answer, not even with an abort
+        await super().confirmation(pdu)
+
+
+def _allowed_while_disabled(data: bytes) -> bool:
+    if len(data) < 4 or data[0] >> 4 != 0:  # only confirmed requests can be let through
+        return False
+    service_at = 5 if data[0] & 0x08 else 3  # a segmented request has two more header bytes
+    return len(data) > service_at and data[service_at] in _ALLOWED_WHILE_DISABLED
 
 
 class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no type hints
@@ -76,6 +107,29 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
     password: str | None
     on_reinitialize: ReinitHandler | None
     _dcc_timer: asyncio.TimerHandle | None
+
+    @classmethod
+    def build(cls, device: Any) -> GatewayApplication:
+        """What `Application.from_object_list` does, with our access point."""
+        app = cls()
+        app.asap = GatewayAccessPoint(device, app.device_info_cache)
+        app.nsap = NetworkServiceAccessPoint()
+        app.nse = NetworkServiceElement()
+        bind(app.nse, app.nsap)
+        bind(app, app.asap, app.nsap)
+        app.add_object(device)
+        return app
+
+    def request(self, apdu: Any) -> Any:
+        """Outgoing requests, less what communication control forbids."""
+        state = self.asap.communication
+        if state == "disable" or (
+            state == "disableInitiation" and not isinstance(apdu, IAmRequest)
+        ):
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            future.cancel()  # not sent; a confirmed notification counts as failed
+            return future
+        return super().request(apdu)
 
     def serve(
         self,
@@ -327,7 +381,9 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
 
     def _check_password(self, given: Any) -> None:
         # Without a configured password the parameter is ignored (clause 16.1.3.1).
-        if self.password is not None and (given is None or str(given) != self.password):
+        if self.password is None:
+            return
+        if given is None or not hmac.compare_digest(str(given).encode(), self.password.encode()):
             raise ExecutionError("security", "passwordFailure")
 
     async def do_DeviceCommunicationControlRequest(  # noqa: N802
@@ -352,12 +408,11 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
         if self._dcc_timer is not None:
             self._dcc_timer.cancel()
             self._dcc_timer = None
-        # The application service access point drops what the state forbids.
-        self.asap.dccEnableDisable = state
+        self.asap.communication = state
 
     @property
     def communication(self) -> str:
-        return str(self.asap.dccEnableDisable)
+        return str(self.asap.communication)
 
     async def do_ReinitializeDeviceRequest(  # noqa: N802
         self, apdu: ReinitializeDeviceRequest

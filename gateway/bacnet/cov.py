@@ -58,6 +58,7 @@ log = logging.getLogger("gateway.bacnet")
 COV_PROPERTIES = frozenset({"presentValue", "statusFlags", "reliability"})
 MAX_SUBSCRIPTIONS = 10_000
 CONFIRMED_IN_FLIGHT = 4  # per subscriber address
+CONFIRMED_DEADLINE_S = 30.0
 STORE_VERSION = 1
 FLUSH_DELAY_S = 1.0  # subscriptions change in bursts (a BMS renewing hundreds): one write each
 
@@ -258,6 +259,9 @@ class CovManager:
         if sub.confirmed and future is not None:
             self._in_flight[sub.address] = self._in_flight.get(sub.address, 0) + 1
             future.add_done_callback(functools.partial(self._confirmed_done, sub.address))
+            # The stack answers every request within its retries (3 x 3 s); should a send fail
+            # before reaching it, this frees the window slot all the same.
+            loop.call_later(CONFIRMED_DEADLINE_S, future.cancel)
 
     def _confirmed_done(self, address: Any, future: asyncio.Future[Any]) -> None:
         left = self._in_flight.get(address, 1) - 1

@@ -168,7 +168,7 @@ class BacnetServer:
         bbmd = None if cfg.bbmd is None else (cfg.bbmd.address, cfg.bbmd.port, cfg.bbmd.ttl)
         self._network_port = build_network_port(address, name=port_name, bbmd=bbmd)
 
-        app = GatewayApplication.from_object_list([device])
+        app = GatewayApplication.build(device)
         self._cov = CovManager(
             app.request,
             device.objectIdentifier,
@@ -231,6 +231,7 @@ class BacnetServer:
         if self._app is not None:
             self._app.close()  # closes the link layers, and so the sockets
             self._app = None
+            await _released(self.cfg.address.split("/")[0], self.cfg.port)
         log.info("BACnet: stopped")
 
     # -- state -> objects -----------------------------------------------------------------------
@@ -255,6 +256,14 @@ class BacnetServer:
     def _on_change(self, change: Change) -> None:
         if not self._running:
             return
+        # Called inside the state's apply(): a failure here must not stop ingestion (or the
+        # other sinks), so it is logged and the change dropped for BACnet only.
+        try:
+            self._apply_change(change)
+        except Exception:
+            log.exception("BACnet: change for sensor %r not applied", change.sensor_id)
+
+    def _apply_change(self, change: Change) -> None:
         objs = self._by_sensor.get(change.sensor_id)
         if objs is None:
             return
@@ -367,6 +376,20 @@ def _check_unique(objects: Sequence[PointObject], *, reserved: set[str]) -> None
         seen_names.add(o.name)
     if problems:
         raise BacnetError("BACnet: " + "; ".join(problems))
+
+
+async def _released(ip: str, port: int) -> None:
+    """Wait until the closed sockets are gone (asyncio closes them on a later loop turn), so a
+    restart in the same process can bind the port again."""
+    deadline = asyncio.get_running_loop().time() + BIND_TIMEOUT_S
+    while True:
+        try:
+            _check_port_free(ip, port)
+            return
+        except BacnetError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.001)  # poll interval: closing takes a loop turn or two
 
 
 async def _bound(link: Any) -> None:

@@ -13,6 +13,7 @@ and byte count (03), address (02), value (03), execution (04).
 
 from __future__ import annotations
 
+import logging
 import struct
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from gateway.modbus.image import RegisterImage
 from gateway.modbus.layout import ADDRESS_SPACE, Table
 from gateway.modbus.pdu_codes import OUTCOME_OF, ExceptionCode, Outcome
 from gateway.modbus.writes import WriteExecutor, WriteOp
+
+log = logging.getLogger("gateway.modbus")
 
 Reply = tuple[bytes, Outcome]
 PendingReply = Coroutine[Any, Any, Reply]
@@ -67,6 +70,15 @@ class RequestHandler:
         self._identity = identity
 
     def handle(self, pdu: bytes) -> Reply | PendingReply:
+        """The response to a request PDU (at least the function code), now or when awaited."""
+        try:
+            return self._dispatch(pdu)
+        except Exception:
+            # A bug must cost one request (answered 04), never the connection or the port.
+            log.exception("Modbus request %s failed", pdu.hex())
+            return exception_reply(pdu[0], ExceptionCode.SERVER_DEVICE_FAILURE)
+
+    def _dispatch(self, pdu: bytes) -> Reply | PendingReply:
         function = pdu[0]
         if function in _READ_TABLE:
             return self._read(function, pdu)
@@ -150,7 +162,11 @@ class RequestHandler:
         return self._run(function, plan, answer)
 
     async def _run(self, function: int, plan: Sequence[WriteOp], answer: bytes) -> Reply:
-        code = await self._writes.run(plan)
+        try:
+            code = await self._writes.run(plan)
+        except Exception:
+            log.exception("Modbus write (function %d) failed", function)
+            code = ExceptionCode.SERVER_DEVICE_FAILURE
         if code is not None:
             return exception_reply(function, code)
         return answer, Outcome.OK

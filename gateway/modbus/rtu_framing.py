@@ -108,13 +108,15 @@ class FrameScanner:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._dead = bytearray()  # per buffered byte: 1 once it is known not to start a frame
         self._echo: bytes | None = None
         self.discarded = 0  # runs of noise dropped since the last `take_discarded`
 
     def feed(self, data: bytes) -> None:
         self._buf += data
+        self._dead += bytes(len(data))
         if len(self._buf) > MAX_BUFFER:
-            del self._buf[: len(self._buf) - MAX_BUFFER]
+            self._drop(len(self._buf) - MAX_BUFFER)
             self.discarded += 1
 
     def expect_echo(self, frame: bytes) -> None:
@@ -143,13 +145,13 @@ class FrameScanner:
             if start:
                 self.discarded += 1
             raw = bytes(self._buf[start : start + size])
-            del self._buf[: start + size]
+            self._drop(start + size)
             out.append(Frame(raw[0], raw[1:-2], request))
 
     def silence(self) -> Frame | None:
         """The line went quiet: what is left is one frame of an unknown shape, or noise."""
         rest = bytes(self._buf)
-        self._buf.clear()
+        self._drop(len(self._buf))
         self._echo = None
         if not rest:
             return None
@@ -169,20 +171,38 @@ class FrameScanner:
             return True
         if n < len(echo):
             return False
-        del self._buf[:n]
+        self._drop(n)
         self._echo = None
         return True
 
+    def _drop(self, count: int) -> None:
+        del self._buf[:count]
+        del self._dead[:count]
+
     def _find(self) -> tuple[int, int, bool] | None:
-        buf = self._buf
+        """The first (start, size, is_request) whose CRC checks out, if any.
+
+        A position where every length rule has been decided and failed can never start a
+        frame, whatever arrives later: it is marked dead and skipped in later scans, so a frame
+        arriving in many small pieces costs linear, not quadratic, work.
+        """
+        buf, dead = self._buf, self._dead
         for start in range(len(buf) - MIN_FRAME + 1):
+            if dead[start]:
+                continue
             if buf[start] > MAX_UNIT_ID:
+                dead[start] = 1
                 continue
             view = buf[start : start + MAX_FRAME]
+            undecided = False
             for request, rule in _rules(view[1]):
                 size = rule(view)
-                if size is not None and MIN_FRAME <= size <= len(view) and crc_ok(view[:size]):
+                if size is None or len(view) < size <= MAX_FRAME:
+                    undecided = True  # the rest of this candidate has not arrived yet
+                elif MIN_FRAME <= size <= len(view) and crc_ok(view[:size]):
                     return start, size, request
+            if not undecided:
+                dead[start] = 1
         return None
 
 

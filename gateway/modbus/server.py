@@ -45,16 +45,18 @@ class ModbusServer:
         identity: DeviceIdentity = DEFAULT_IDENTITY,
         reopen_backoff: tuple[float, float] = (0.5, 10.0),
     ) -> None:
-        self.image = RegisterImage(points, word_order=cfg.word_order)
+        self._image = RegisterImage(points, word_order=cfg.word_order)
         for sensor_id in state.ids():
-            self.image.load(sensor_id, state.current(sensor_id))
-        self.image.load("", state.gateway_values)
-        state.subscribe(self.image.apply)
-        handler = RequestHandler(self.image, WriteExecutor(self.image, commands), identity)
-        count = on_request or (lambda _transport, _outcome: None)
+            self._image.load(sensor_id, state.current(sensor_id))
+        self._image.load("", state.gateway_values)
+        state.subscribe(self._image.apply)
+        handler = RequestHandler(self._image, WriteExecutor(self._image, commands), identity)
+
+        self._on_request = on_request
+        self._callback_failed = False
 
         def counter(transport: str) -> Callable[[Outcome], None]:
-            return lambda outcome: count(transport, outcome.value)
+            return lambda outcome: self._count(transport, outcome)
 
         self._tcp = (
             TcpServer(
@@ -72,6 +74,17 @@ class ModbusServer:
             if cfg.rtu.enabled
             else None
         )
+
+    def _count(self, transport: str, outcome: Outcome) -> None:
+        if self._on_request is None:
+            return
+        try:
+            self._on_request(transport, outcome.value)
+        except Exception:
+            # A metrics problem must not break serving, nor flood the log once per request.
+            if not self._callback_failed:
+                log.exception("Modbus on_request callback failed (logged once)")
+                self._callback_failed = True
 
     @property
     def tcp_port(self) -> int | None:

@@ -69,8 +69,13 @@ class TcpServer:
             conn.close()
         await server.wait_closed()
 
+    def released(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+        self._refused_logged = False  # a slot is free: the next refusal is news again
+
     def refuse(self, peer: object) -> None:
-        # Logged once per run: a client stuck in a reconnect loop must not flood the log.
+        # Logged once while the server is full: a client stuck in a reconnect loop must not
+        # flood the log.
         if not self._refused_logged:
             log.warning(
                 "Modbus TCP: connection from %s refused: %d connections open (max_connections)",
@@ -103,7 +108,8 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
+        if self._transport is not None:
+            self._server.released(self)
         self._transport = None
 
     def close(self) -> None:

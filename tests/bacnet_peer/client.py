@@ -19,6 +19,7 @@ from typing import Any
 
 from bacpypes3.apdu import (
     DeviceCommunicationControlRequest,
+    Error,
     ErrorRejectAbortNack,
     ReadPropertyMultipleRequest,
     ReadPropertyRequest,
@@ -29,6 +30,7 @@ from bacpypes3.apdu import (
     TimeSynchronizationRequest,
     UTCTimeSynchronizationRequest,
     WritePropertyRequest,
+    error_types,
 )
 from bacpypes3.app import Application
 from bacpypes3.basetypes import (
@@ -55,6 +57,10 @@ from bacpypes3.primitivedata import (
     Time,
     Unsigned,
 )
+
+# bacpypes3 registers no error type for SubscribeCOVProperty (service 28), so as a client it
+# cannot decode that service's Error and the request would hang; register the plain one.
+error_types.setdefault(28, type("Error(subscribe-cov-property)", (Error,), {"service_choice": 28}))
 
 
 def to_json(v: Any) -> Any:
@@ -292,9 +298,8 @@ class Peer:
             req = SubscribeCOVPropertyRequest(
                 subscriberProcessIdentifier=process,
                 monitoredObjectIdentifier=self.oid(object),
-                monitoredPropertyIdentifier=PropertyReference(
-                    propertyIdentifier=PropertyIdentifier(property)
-                ),
+                # PropertyReference.cast takes a name, not an instance.
+                monitoredPropertyIdentifier=property,
                 destination=Address(address),
             )
             if increment is not None:
@@ -320,13 +325,19 @@ class Peer:
         return [{"device": a.iAmDeviceIdentifier[1], "source": str(a.pduSource)} for a in i_ams]
 
     async def whohas(
-        self, *, name: str | None = None, object: str | None = None, seconds: float = 2.0
+        self,
+        *,
+        address: str,
+        name: str | None = None,
+        object: str | None = None,
+        seconds: float = 2.0,
     ) -> Any:
         found = await self.app.who_has(
             None,
             None,
             self.oid(object) if object else None,
             CharacterString(name) if name else None,
+            Address(address),
             timeout=seconds,
         )
         return [

@@ -49,7 +49,8 @@ class Peer:
         self.proc = proc
         self.port = port
         self.address = f"127.0.0.1:{port}"
-        self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.events: list[dict[str, Any]] = []
+        self._arrived = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_id = 0
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -67,6 +68,7 @@ class Peer:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            limit=16 * 1024 * 1024,  # one answer is one line, and some are long
         )
         peer = cls(proc, port)
         try:
@@ -88,7 +90,8 @@ class Peer:
                 if future is not None and not future.done():
                     future.set_result(doc)
             else:
-                self.events.put_nowait(doc)
+                self.events.append(doc)
+                self._arrived.set()
         if not self._ready.done():
             self._ready.set_exception(RuntimeError("peer exited before it was ready"))
         for future in self._waiting.values():
@@ -115,19 +118,19 @@ class Peer:
     async def next_event(
         self,
         predicate: Callable[[dict[str, Any]], bool] = lambda e: True,
-        timeout: float = 5.0,
+        within: float = 5.0,
     ) -> dict[str, Any]:
-        """The next event matching `predicate` (others are dropped)."""
-        async with asyncio.timeout(timeout):
+        """The oldest event matching `predicate`, waiting for it if need be; others stay."""
+        async with asyncio.timeout(within):
             while True:
-                event = await self.events.get()
-                if predicate(event):
-                    return event
+                for i, event in enumerate(self.events):
+                    if predicate(event):
+                        return self.events.pop(i)
+                self._arrived.clear()
+                await self._arrived.wait()
 
     def drain_events(self) -> list[dict[str, Any]]:
-        out = []
-        while not self.events.empty():
-            out.append(self.events.get_nowait())
+        out, self.events = self.events, []
         return out
 
     async def stop(self) -> None:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bacnet_peer.harness import free_udp_port
 from gateway.bacnet import BacnetServer
 from gateway.settings import BacnetSection
 from gateway.state import GatewayState, Report
 from objects.catalog import Model
 from objects.pointmap import ResolvedPoint, SensorSpec, resolve
-
-from bacnet_peer.harness import free_udp_port
 
 DEVICE_INSTANCE = 121000
 STALE_AFTER_S = 30.0
@@ -60,7 +60,7 @@ class Rig:
         )
         self.points: list[ResolvedPoint] = resolve(list(sensors))
         self.commands = FakeCommands()
-        self.fd_changes: list[bool] = []
+        self.fd_changes: asyncio.Queue[bool] = asyncio.Queue()
         self.server = self._server()
 
     def _server(self) -> BacnetServer:
@@ -71,7 +71,7 @@ class Rig:
             self.commands,
             state_dir=self.state_dir,
             version="1.2.3",
-            on_fd_change=self.fd_changes.append,
+            on_fd_change=self.fd_changes.put_nowait,
         )
 
     @property
@@ -93,6 +93,10 @@ class Rig:
         await self.server.stop()
         self.server = self._server()
         await self.server.start()
+
+    async def fd_change(self, within: float) -> bool:
+        """The next foreign-device registration transition."""
+        return await asyncio.wait_for(self.fd_changes.get(), within)
 
     def report(self, sensor_id: str, data: Mapping[str, Any]) -> None:
         self.state.apply(Report(sensor_id, dict(data), received_at=self.now))

@@ -52,6 +52,7 @@ class MosquittoBroker:
         executable: str = "mosquitto",
         start_timeout: float = 10.0,
         persistence: bool = False,
+        extra_config: str = "",
     ) -> None:
         path = shutil.which(executable)
         if path is None:
@@ -62,6 +63,7 @@ class MosquittoBroker:
         self._port = port
         self._start_timeout = start_timeout
         self._persistence = persistence
+        self._extra = extra_config
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._log_start = 0  # where this run's output begins in the shared log file
@@ -155,6 +157,7 @@ class MosquittoBroker:
             f"{persistence}"
             "log_dest stderr\n"
             "log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
+            f"{self._extra}"
         )
         self._log = self.log_path.open("ab")
         self._log_start = self._log.tell()
