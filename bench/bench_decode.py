@@ -21,11 +21,13 @@ KINDS: dict[str, str] = {
     "counting periodic": "07d5000100000000000306cd050ee40004000b00",
     "line cross periodic": "0f85e8ba146605cc020001000dcc10000100",
     "line cross trigger": "10f701000300",
-    "flow periodic": ("09da0001000000000000" "0ada0000000000000000"
-                      "0bda0000000000000000" "0cda0000000000000000"),
+    "flow periodic": (
+        "09da00010000000000000ada00000000000000000bda00000000000000000cda0000000000000000"
+    ),
     "history (1 record)": "20ce0d755b630307",
-    "history (4 records)": ("20ce0d755b630307" "20ce0d755b630203000100"
-                            "20ce0d755b631000100001" "20ce0d755b63110004000b00"),
+    "history (4 records)": (
+        "20ce0d755b63030720ce0d755b63020300010020ce0d755b63100010000120ce0d755b63110004000b00"
+    ),
     "config reply (f8)": "f8870b00",
 }
 

@@ -13,8 +13,8 @@ from objects.catalog import (
     BACNET_BLOCK,
     MAX_REGIONS,
     MODBUS_BLOCK,
-    Model,
     ModbusKind,
+    Model,
     ObjectType,
     Point,
     Units,
@@ -90,6 +90,7 @@ def _resolve_one(
     display: str,
     number: int,
     point: Point,
+    *,
     key: str,
     region: int | None,
     spec: SensorSpec | None,
@@ -123,7 +124,7 @@ def _resolve_one(
 def gateway_points(device_name: str = "Gateway") -> list[ResolvedPoint]:
     """The gateway's own points (heartbeat, uptime, ...), at sensor number 0."""
     return [
-        _resolve_one("", device_name, GATEWAY_NUMBER, p, p.key, None, None)
+        _resolve_one("", device_name, GATEWAY_NUMBER, p, key=p.key, region=None, spec=None)
         for p in points_for(Model.GATEWAY)
     ]
 
@@ -137,7 +138,11 @@ def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
         for key, region in _expand(point, spec.region_count):
             if key in spec.exclude:
                 continue
-            out.append(_resolve_one(spec.id, spec.name, spec.number, point, key, region, spec))
+            out.append(
+                _resolve_one(
+                    spec.id, spec.name, spec.number, point, key=key, region=region, spec=spec
+                )
+            )
     return out
 
 
