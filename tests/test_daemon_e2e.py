@@ -263,3 +263,30 @@ def test_reset_counts_publishes_downlink(
     finally:
         sub.disconnect()
         sub.loop_stop()
+
+
+def test_systemd_notifications_and_clean_shutdown(tmp_path: Path) -> None:
+    port = new_http_port()
+    state_dir = tmp_path / "st"
+    daemon = Daemon(
+        tmp_path, gateway_config(state_dir, mqtt_port=None, http_port=port), http_port=port
+    )
+    # READY=1 is awaited by start(); the watchdog must then be fed at half the interval.
+    daemon.start(env={"WATCHDOG_USEC": "400000"})
+    daemon.wait_notify("WATCHDOG=1", timeout=10)
+    report = (Path(__file__).parent / "data" / "vs121p" / "line_interval.json").read_bytes()
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/vs121p", data=report)
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.status == 200
+    daemon.terminate()
+    daemon.wait_notify("STOPPING=1", timeout=10)
+    assert daemon.wait_exit() == 0
+    # A clean stop leaves complete snapshots and an empty journal.
+    assert (state_dir / "journal.jsonl").read_bytes() == b""
+    snapshot = json.loads((state_dir / "sensors" / "foyer.json").read_text())
+    assert snapshot["total_in"] == 10
+    log = daemon.log_text()
+    assert "vs121-gateway stopped; state saved" in log
+    assert "Traceback" not in log

@@ -119,19 +119,20 @@ class Daemon:
         self._process: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         sock_path = self.workdir / "notify.sock"
         sock_path.unlink(missing_ok=True)
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(sock_path))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VS121GW_")}
-        env["NOTIFY_SOCKET"] = str(sock_path)
-        env["PYTHONUNBUFFERED"] = "1"
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith("VS121GW_")}
+        child_env.update(env or {})
+        child_env["NOTIFY_SOCKET"] = str(sock_path)
+        child_env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
                 cwd=self.workdir,
-                env=env,
+                env=child_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -164,6 +165,17 @@ class Daemon:
         self._process.kill()
         self._process.wait(10)
         self._close()
+
+    def terminate(self) -> None:
+        """Send SIGTERM and return at once (the notify socket stays readable)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float = 20.0) -> int:
+        assert self._process is not None
+        code = self._process.wait(timeout)
+        self._close()
+        return code
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""
