@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from gateway import __version__
@@ -82,16 +82,17 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.store.prepare()
-        restored = self.store.load_into(self.state)
-        self.store.journal.open()
         log.info(
-            "vs121-gateway %s starting: %d sensors configured, %d restored from %s",
+            "vs121-gateway %s starting: %d sensors configured, state in %s",
             __version__,
             len(self.settings.sensors),
-            restored,
             self.settings.gateway.state_dir,
         )
+        self.store.prepare()
+        self.store.lock()  # before reading: two gateways on one state directory would corrupt it
+        restored = self.store.load_into(self.state)
+        self.store.journal.open()
+        log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
@@ -322,13 +323,3 @@ class Gateway:
         self.metrics.downlinks.inc(sensor=sensor_id, outcome="sent")
         log.info("sensor %s: reset downlink %s queued on %s", sensor_id, payload.hex(), topic)
         return f"downlink {payload.hex()} sent on {topic}"
-
-
-async def run_gateway(
-    settings: Settings, *, install_signals: Callable[[asyncio.Event], None] | None = None
-) -> int:
-    stop = asyncio.Event()
-    if install_signals is not None:
-        install_signals(stop)
-    await Gateway(settings).run(stop)
-    return 0

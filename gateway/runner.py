@@ -9,6 +9,7 @@ import signal
 import sys
 
 from gateway.app import Gateway
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 
 
@@ -35,7 +36,8 @@ def run(settings: Settings) -> int:
     configure_logging(settings.gateway.log_level)
     try:
         asyncio.run(_main(settings))
-    except OSError as exc:
+    except (OSError, GatewayError) as exc:
+        # Expected start-up faults (port taken, serial port missing): one line, no traceback.
         logging.getLogger("gateway").error("cannot start: %s", exc)
         return 1
     return 0

@@ -194,6 +194,7 @@ class GatewayState:
         # Every state-changing event, in order, for the write-ahead journal (gateway.store).
         self.seq = 0
         self.journal: list[dict[str, Any]] = []
+        self.replaying = False  # set while the store replays the journal: no operator news
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -247,7 +248,7 @@ class GatewayState:
         s.online = True
         self.dirty.add(s.spec.id)
         self._emit(Change(s.spec.id, changed, online=True if not was_online else None))
-        if not was_online:
+        if not was_online and not self.replaying:
             if previous is None:
                 log.info("sensor %s: first report", s.spec.id)
             else:
@@ -265,9 +266,13 @@ class GatewayState:
             if s.max_fcnt is not None and fcnt < s.max_fcnt:
                 # Counter went back and this frame is new: the device rejoined and restarted its
                 # frame counter. Forget frame-counter keys so the new frames are not mistaken.
-                log.info(
-                    "sensor %s: frame counter reset (%d after %d)", s.spec.id, fcnt, s.max_fcnt
-                )
+                if not self.replaying:
+                    log.info(
+                        "sensor %s: frame counter reset (%d after %d)",
+                        s.spec.id,
+                        fcnt,
+                        s.max_fcnt,
+                    )
                 for k in [k for k in s.seen if k.startswith("fc:")]:
                     del s.seen[k]
             s.max_fcnt = fcnt

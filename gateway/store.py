@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway.errors import GatewayError
 from gateway.state import GatewayState
 
 log = logging.getLogger("gateway.store")
@@ -122,9 +124,27 @@ class StateStore:
         self.directory = directory
         self.sensor_dir = directory / "sensors"
         self.journal = Journal(directory / "journal.jsonl")
+        self._lock_fd: int | None = None
 
     def prepare(self) -> None:
         self.sensor_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+
+    def lock(self) -> None:
+        """Hold an exclusive lock on the state directory for the life of the process."""
+        path = self.directory / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise GatewayError(
+                f"state directory {self.directory} is in use by another vs121-gateway "
+                f"(pid {other}); give each gateway its own gateway.state_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd  # closed by the OS when the process ends
 
     def path_for(self, sensor_id: str) -> Path:
         return self.sensor_dir / f"{_SAFE.sub('_', sensor_id)}.json"
@@ -137,11 +157,15 @@ class StateStore:
             if self._load_snapshot(state, sensor_id):
                 restored += 1
         replayed = 0
-        for record in self.journal.records():
-            try:
-                replayed += state.replay(record)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.error("journal record skipped: %s", exc)
+        state.replaying = True
+        try:
+            for record in self.journal.records():
+                try:
+                    replayed += state.replay(record)
+                except (KeyError, TypeError, ValueError) as exc:
+                    log.error("journal record skipped: %s", exc)
+        finally:
+            state.replaying = False
         if replayed:
             log.info("replayed %d journal records", replayed)
         state.journal.clear()

@@ -147,3 +147,24 @@ def test_reset_is_journaled(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     assert total_in(reopen(tmp_path), "s1") == 1
+
+
+def test_state_directory_is_locked_against_a_second_gateway(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    first = StateStore(tmp_path)
+    first.prepare()
+    first.lock()
+    # flock locks are per open file: a second process must be refused while we hold it.
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom gateway.store import StateStore\n"
+        "from gateway.errors import GatewayError\n"
+        "s = StateStore(Path(sys.argv[1]))\ntry:\n    s.lock()\nexcept GatewayError as e:\n"
+        "    print(e)\n    sys.exit(3)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 3
+    assert "is in use by another vs121-gateway" in out.stdout
