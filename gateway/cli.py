@@ -209,6 +209,7 @@ def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
                 points,
                 device_instance=settings.bacnet.device_instance,
                 device_name=settings.bacnet.device_name,
+                device_description=settings.bacnet.description,
                 project=settings.gateway.name,
             )
         )

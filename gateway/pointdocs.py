@@ -78,6 +78,7 @@ def render_ede(
     device_instance: int,
     device_name: str,
     project: str,
+    device_description: str = "",
     today: date | None = None,
 ) -> str:
     """The BACnet EDE 2.3 engineering-data-exchange file (semicolon CSV) for BMS import."""
@@ -113,7 +114,7 @@ def render_ede(
     )
     dev = str(device_instance)
     w.writerow(
-        ["device", dev, device_name, DEVICE_TYPE_CODE, dev, "VS121 gateway"]
+        ["device", dev, device_name, DEVICE_TYPE_CODE, dev, device_description]
         + [""] * 4
         + ["N"]
         + [""] * 5

@@ -275,6 +275,7 @@ async def test_served_objects_match_the_ede_export(rig: Rig, client: Peer) -> No
         rig.points,
         device_instance=DEVICE_INSTANCE,
         device_name=rig.cfg.device_name,
+        device_description=rig.cfg.description,
         project="test",
     )
     rows = [r for r in csv.reader(io.StringIO(ede), delimiter=";") if r and r[0][0] != "#"]
@@ -296,6 +297,7 @@ async def test_served_objects_match_the_ede_export(rig: Rig, client: Peer) -> No
     assert set(served) - {"network-port,1"} == expected
     name = await read(client, rig, served[0], "objectName")
     assert (served[0], name) == (f"device,{device_row[1]}", device_row[2])
+    assert await read(client, rig, served[0], "description") == device_row[5]
 
     for obj, row, props in specs:
         answer = await client.call("rpm", address=rig.address, specs=[[obj, props]])
