@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable
@@ -123,6 +124,12 @@ class Gateway:
         mb = self.settings.modbus
         points = resolve(self.settings.sensor_specs())
         if self.settings.bacnet.enabled:
+            bac = self.settings.bacnet
+            if bac.password is None and not ipaddress.ip_interface(bac.address).is_loopback:
+                log.warning(
+                    "BACnet: no bacnet.password set: anyone on the network may disable "
+                    "communication or reinitialize the gateway"
+                )
             self.bacnet = BacnetServer(
                 self.settings.bacnet,
                 points,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from gateway.errors import GatewayError
+
+
+class CommandRefused(GatewayError):
+    """A command the gateway will not carry out as asked (e.g. a write to a command slot that
+    belongs to the gateway itself). Sinks answer it as an access error, not a failure."""
 
 
 class Commands(Protocol):
@@ -12,4 +19,24 @@ class Commands(Protocol):
         """Zero the gateway's totals for a sensor (and ask a LoRaWAN sensor to reset its own).
 
         Returns a one-line summary; raises KeyError for an unknown sensor id."""
+        ...
+
+
+@runtime_checkable
+class AlarmCommands(Protocol):
+    """The overcrowding alarm rules' commands (see `gateway.relay`).
+
+    A separate protocol so that a sink serving no alarm rule needs nothing more than `Commands`;
+    the write actions of the rules' points check for it and refuse the write when it is missing.
+    """
+
+    async def set_alarm_threshold(self, rule_id: str, threshold: float) -> str:
+        """Set (and persist) a rule's threshold. KeyError for an unknown rule, ValueError for a
+        value out of range."""
+        ...
+
+    async def command_relay(self, rule_id: str, priority: int, value: bool | None) -> str:
+        """Write (True active, False inactive) or relinquish (None) one of the priority levels
+        1..15 of a rule's relay command (16 is the automatic one: CommandRefused), persisted.
+        KeyError for an unknown rule."""
         ...

@@ -25,8 +25,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
-from objects.catalog import MAX_REGIONS, Model
-from objects.pointmap import SensorSpec, find_conflicts, resolve
+from objects.catalog import MAX_REGIONS, MAX_RULES, Model
+from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
 
 ENV_PREFIX = "VS121GW_"
 _EUI = re.compile(r"^[0-9a-f]{16}$")
@@ -230,6 +230,109 @@ class SensorSection(_Strict):
         )
 
 
+class NoOutput(_Strict):
+    """Alarm state only: the rule's points change, nothing is switched."""
+
+    type: Literal["none"] = "none"
+
+
+class GpioOutput(_Strict):
+    """A Linux GPIO line through libgpiod (the optional `gpiod` package: install the `gpio`
+    extra). The line is requested once as an output and held while the gateway runs."""
+
+    type: Literal["gpio"]
+    chip: str = Field("/dev/gpiochip0", min_length=1)
+    line: int = Field(ge=0, le=65535)  # offset on the chip
+    # The line is "active" while the relay coil is energised; active_low inverts the level.
+    active_low: bool = False
+
+
+class ModbusCoilOutput(_Strict):
+    """A coil of an external Modbus relay module; the gateway is the Modbus master, on its own
+    serial port (transport "rtu") or over TCP."""
+
+    type: Literal["modbus"]
+    transport: Literal["rtu", "tcp"] = "rtu"
+    # rtu
+    port: str = Field("/dev/ttyUSB1", min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    # tcp
+    host: str = Field("127.0.0.1", min_length=1)
+    tcp_port: int = Field(502, ge=1, le=65535)
+    # both
+    unit_id: int = Field(1, ge=0, le=255)
+    coil: int = Field(0, ge=0, le=65535)
+    timeout: float = Field(0.5, gt=0, le=10)  # seconds to wait for each response
+    retries: int = Field(2, ge=0, le=10)  # further attempts right after a failed one
+    retry_seconds: float = Field(5.0, ge=0.1, le=3600)  # then wait this long and try again
+    # Write the state again this often, so a module that lost power gets it back; 0 = never.
+    reassert_seconds: float = Field(60.0, ge=0, le=86400)
+
+    def bus(self) -> tuple[str, ...]:
+        """What identifies the line the module is on (rules sharing it share one master)."""
+        if self.transport == "tcp":
+            return ("tcp", self.host, str(self.tcp_port))
+        return ("rtu", self.port)
+
+
+OutputSection = Annotated[NoOutput | GpioOutput | ModbusCoilOutput, Field(discriminator="type")]
+
+
+class AlarmSection(_Strict):
+    """An overcrowding alarm rule, as the VS121-P's DO output does it, for any sensor.
+
+    The alarm comes on when the count goes above `threshold` and goes off when it has fallen to
+    `threshold - hysteresis` or below; once changed it stays at least `min_on_seconds` on or
+    `min_off_seconds` off. The output (see `contact_in_alarm`) follows the relay point, which an
+    operator may override from BACnet or Modbus.
+    """
+
+    id: str
+    name: str = Field(min_length=1, max_length=40)
+    number: int = Field(ge=1, le=MAX_RULES)  # places its points: see objects.catalog
+    # One sensor, or several covering one space: "total" adds their counts, "any_region"
+    # takes the fullest region of any of them.
+    sensors: list[str] = Field(min_length=1, max_length=64)
+    trigger: Literal["total", "any_region"] = "total"
+    threshold: float = Field(ge=0, le=65535)
+    hysteresis: float = Field(0, ge=0, le=65535)
+    min_on_seconds: float = Field(0, ge=0, le=86400)
+    min_off_seconds: float = Field(0, ge=0, le=86400)
+    # The contact while overcrowded. "open" is the VS121-P's behaviour (DO and COM break on
+    # alarm). The output is energised (GPIO active, coil ON) exactly while the contact should be
+    # closed, i.e. the relay's normally-open contact is assumed to be the one wired.
+    contact_in_alarm: Literal["open", "closed"] = "open"
+    # While any of its sensors is stale (or has never reported): alarm on, off, or as it was.
+    on_stale: Literal["alarm", "clear", "hold"] = "hold"
+    # The contact the gateway leaves when it stops; "hold" leaves the output as it is.
+    on_shutdown: Literal["open", "closed", "hold"] = "open"
+    output: OutputSection = NoOutput()
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("use 1-64 letters, digits, '_', '.', '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_sensors(self) -> Self:
+        if len(set(self.sensors)) != len(self.sensors):
+            raise ValueError(f"alarm {self.id!r}: a sensor is listed twice")
+        if self.hysteresis > self.threshold:
+            raise ValueError(
+                f"alarm {self.id!r}: hysteresis {self.hysteresis:g} is larger than the threshold "
+                f"{self.threshold:g}; the alarm could never clear"
+            )
+        return self
+
+    def spec(self) -> RuleSpec:
+        return RuleSpec(id=self.id, name=self.name, number=self.number)
+
+
 class Settings(BaseSettings):
     """The whole configuration. Environment variables override the file, e.g.
     ``VS121GW_BACNET__PORT=47809``."""
@@ -245,6 +348,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     simulate: SimulateSection = SimulateSection()
     sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
+    alarms: Annotated[list[AlarmSection], Field(max_length=MAX_RULES)] = []
 
     @classmethod
     def settings_customise_sources(
@@ -272,14 +376,67 @@ class Settings(BaseSettings):
                         f"sensors[{i}].{attr}: {value!r} is already used by sensors[{seen[value]}]"
                     )
                 seen.setdefault(value, i)
+        problems.extend(self._alarm_problems())
         if not problems:
-            problems.extend(find_conflicts(resolve([s.spec() for s in self.sensors])))
+            problems.extend(find_conflicts(self.points()))
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    def _alarm_problems(self) -> list[str]:
+        problems: list[str] = []
+        for attr in ("id", "number", "name"):
+            seen: dict[object, int] = {}
+            for i, a in enumerate(self.alarms):
+                value = getattr(a, attr)
+                if value in seen:
+                    problems.append(
+                        f"alarms[{i}].{attr}: {value!r} is already used by alarms[{seen[value]}]"
+                    )
+                seen.setdefault(value, i)
+        known = {s.id for s in self.sensors}
+        outputs: dict[tuple[object, ...], int] = {}
+        serial: dict[str, tuple[int, ModbusCoilOutput]] = {}
+        for i, a in enumerate(self.alarms):
+            for sid in a.sensors:
+                if sid not in known:
+                    problems.append(f"alarms[{i}].sensors: {sid!r} is not a configured sensor")
+            out = a.output
+            key: tuple[object, ...] | None = None
+            if isinstance(out, GpioOutput):
+                key = ("gpio", out.chip, out.line)
+            elif isinstance(out, ModbusCoilOutput):
+                key = (*out.bus(), out.unit_id, out.coil)
+                if out.transport == "rtu":
+                    if self.modbus.rtu.enabled and out.port == self.modbus.rtu.port:
+                        problems.append(
+                            f"alarms[{i}].output.port: {out.port!r} is the gateway's own Modbus "
+                            "RTU slave port; a relay module needs a port of its own"
+                        )
+                    first = serial.setdefault(out.port, (i, out))
+                    line = ("baudrate", "parity", "bytesize", "stopbits")
+                    if any(getattr(out, f) != getattr(first[1], f) for f in line):
+                        problems.append(
+                            f"alarms[{i}].output: port {out.port!r} is used by alarms[{first[0]}] "
+                            "with other serial settings"
+                        )
+            if key is not None:
+                if key in outputs:
+                    problems.append(
+                        f"alarms[{i}].output: the same output as alarms[{outputs[key]}]"
+                    )
+                outputs.setdefault(key, i)
+        return problems
+
     def sensor_specs(self) -> list[SensorSpec]:
         return [s.spec() for s in self.sensors]
+
+    def rule_specs(self) -> list[RuleSpec]:
+        return [a.spec() for a in self.alarms]
+
+    def points(self) -> list[ResolvedPoint]:
+        """Every point served: the gateway's, the alarm rules' and the sensors'."""
+        return resolve(self.sensor_specs(), rules=self.rule_specs())
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -7,6 +7,11 @@ Addressing is stable by construction: a point's BACnet instance is
 ``sensor.number * BACNET_BLOCK + bacnet_offset`` and its Modbus address is
 ``sensor.number * MODBUS_BLOCK + modbus_offset``; neither depends on list order, on which sensors
 exist, or on arrival order. The gateway's own points use number 0.
+
+Overcrowding alarm rules (see `gateway.relay`) live inside the gateway's block, which no sensor can
+use: rule number r (1..MAX_RULES, set in the configuration) has its points at BACnet instance
+``RULE_BACNET_BASE + (r - 1) * RULE_BACNET_STRIDE + bacnet_offset`` and Modbus address
+``RULE_MODBUS_BASE + (r - 1) * RULE_MODBUS_STRIDE + modbus_offset``.
 """
 
 from __future__ import annotations
@@ -20,6 +25,14 @@ BACNET_BLOCK = 1000
 MODBUS_BLOCK = 200
 MAX_REGIONS = 16
 
+# Alarm rules: their own stride inside the gateway's block (number 0). Instances 500..699 and
+# addresses 100..199 of that block are reserved for them; the gateway's own points stay below.
+MAX_RULES = 20
+RULE_BACNET_BASE = 500
+RULE_BACNET_STRIDE = 10
+RULE_MODBUS_BASE = 100
+RULE_MODBUS_STRIDE = 5
+
 
 class Model(StrEnum):
     """Sensor models; GATEWAY is the pseudo-model of the gateway's own points (number 0)."""
@@ -27,6 +40,7 @@ class Model(StrEnum):
     VS121 = "vs121"
     VS121_P = "vs121-p"
     GATEWAY = "gateway"
+    ALARM = "alarm"  # an overcrowding alarm rule (numbered separately, in the gateway's block)
 
 
 class ObjectType(StrEnum):
@@ -433,8 +447,88 @@ GATEWAY_POINTS: tuple[Point, ...] = (
 )
 
 
+_RULE = frozenset({Model.ALARM})
+
+# One overcrowding alarm rule. Keys and names are templates: {r} is the rule number, {rule} its
+# configured name. Offsets are inside the rule's stride (see RULE_* above).
+RULE_POINTS: tuple[Point, ...] = (
+    Point(
+        "rule_{r}_alarm",
+        "{rule} Overcrowded",
+        ObjectType.BINARY_INPUT,
+        0,
+        "Active while the alarm rule finds {rule} overcrowded: the count went above the "
+        "threshold, and has not yet fallen to threshold minus hysteresis; minimum on and off "
+        "times apply. While its data is stale the rule's on_stale setting decides",
+        _bit(0),
+        source=Source.GATEWAY,
+        models=_RULE,
+    ),
+    Point(
+        "rule_{r}_relay",
+        "{rule} Relay",
+        ObjectType.BINARY_OUTPUT,
+        0,
+        "The overcrowding output of {rule}: active = signalling overcrowded (the contact in its "
+        "alarm position, open unless configured otherwise). Commandable: the alarm is the "
+        "automatic command at priority 16; an override at priority 8 (or any other but 6 and "
+        "16) wins, and relinquishing it returns to automatic. Modbus coil: reads the output; "
+        "writing it overrides at priority 8 (write 0 to the override register to return to "
+        "automatic)",
+        _bit(1),
+        writable=True,
+        source=Source.COMMAND,
+        models=_RULE,
+    ),
+    Point(
+        "rule_{r}_status",
+        "{rule} Alarm Status",
+        _AI,
+        0,
+        "Bit 0 overcrowded, bit 1 output active, bit 2 contact closed, bit 3 overridden (a "
+        "command above the automatic one is in control), bit 4 data stale, bit 5 output fault",
+        _reg(0),
+        cov_increment=1,
+        source=Source.GATEWAY,
+        models=_RULE,
+    ),
+    Point(
+        "rule_{r}_threshold",
+        "{rule} Threshold",
+        ObjectType.ANALOG_VALUE,
+        0,
+        "People count above which {rule} is overcrowded; a written value is kept across "
+        "restarts (until the configured threshold itself is changed)",
+        _reg(1),
+        cov_increment=1,
+        writable=True,
+        source=Source.COMMAND,
+        minimum=0,
+        maximum=65535,
+        models=_RULE,
+    ),
+    Point(
+        "rule_{r}_override",
+        "{rule} Relay Override",
+        ObjectType.ANALOG_VALUE,
+        1,
+        "The relay's priority-8 command: 0 automatic (relinquished), 1 forced inactive, "
+        "2 forced active. Writing it is the same as commanding the relay at priority 8",
+        _reg(2),
+        cov_increment=1,
+        writable=True,
+        source=Source.COMMAND,
+        minimum=0,
+        maximum=2,
+        models=_RULE,
+    ),
+)
+
+
 def points_for(model: Model) -> tuple[Point, ...]:
     """The catalog points a model exposes, in catalog order."""
+    if model is Model.ALARM:
+        return RULE_POINTS
     table = GATEWAY_POINTS if model is Model.GATEWAY else SENSOR_POINTS
     return tuple(p for p in table if model in p.models)
 

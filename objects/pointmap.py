@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from objects.catalog import (
     BACNET_BLOCK,
     MAX_REGIONS,
+    MAX_RULES,
     MODBUS_BLOCK,
+    RULE_BACNET_BASE,
+    RULE_BACNET_STRIDE,
+    RULE_MODBUS_BASE,
+    RULE_MODBUS_STRIDE,
     ModbusKind,
     Model,
     ObjectType,
@@ -42,6 +47,15 @@ class SensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """What the point map needs to know about one overcrowding alarm rule."""
+
+    id: str
+    name: str
+    number: int  # 1..MAX_RULES: places the rule's points (see objects.catalog)
+
+
+@dataclass(frozen=True, slots=True)
 class ResolvedPoint:
     """One concrete point of one sensor (or of the gateway, sensor_number 0)."""
 
@@ -55,6 +69,7 @@ class ResolvedPoint:
     instance: int
     cov_increment: float | None
     modbus_address: int | None
+    rule: str | None = None  # the alarm rule's id, for a rule's point (sensor_id is then "")
 
     @property
     def object_type(self) -> ObjectType:
@@ -146,9 +161,43 @@ def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
     return out
 
 
-def resolve(sensors: Sequence[SensorSpec], *, with_gateway: bool = True) -> list[ResolvedPoint]:
-    """Every point the gateway serves for these sensors, gateway points first."""
+def rule_points(rule: RuleSpec) -> list[ResolvedPoint]:
+    """The points of one alarm rule, in the gateway's block at the rule's own stride."""
+    if not 1 <= rule.number <= MAX_RULES:
+        raise ValueError(f"alarm rule {rule.id!r}: number {rule.number} outside 1..{MAX_RULES}")
+    bacnet_base = RULE_BACNET_BASE + (rule.number - 1) * RULE_BACNET_STRIDE
+    modbus_base = RULE_MODBUS_BASE + (rule.number - 1) * RULE_MODBUS_STRIDE
+    out = []
+    for point in points_for(Model.ALARM):
+        out.append(
+            ResolvedPoint(
+                sensor_id="",
+                sensor_number=GATEWAY_NUMBER,
+                key=point.key.format(r=rule.number),
+                region=None,
+                point=point,
+                name=point.name.format(rule=rule.name),
+                description=point.description.format(rule=rule.name),
+                instance=bacnet_base + point.bacnet_offset,
+                cov_increment=point.cov_increment,
+                modbus_address=None if point.modbus is None else modbus_base + point.modbus.offset,
+                rule=rule.id,
+            )
+        )
+    return out
+
+
+def resolve(
+    sensors: Sequence[SensorSpec],
+    *,
+    with_gateway: bool = True,
+    rules: Sequence[RuleSpec] = (),
+) -> list[ResolvedPoint]:
+    """Every point the gateway serves for these sensors (and alarm rules), gateway points
+    first, then the rules, then the sensors."""
     out = gateway_points() if with_gateway else []
+    for rule in sorted(rules, key=lambda r: r.number):
+        out.extend(rule_points(rule))
     for spec in sorted(sensors, key=lambda s: s.number):
         out.extend(sensor_points(spec))
     return out
@@ -172,6 +221,8 @@ def find_conflicts(points: Sequence[ResolvedPoint]) -> list[str]:
     seen_cells: dict[tuple[str, int], ResolvedPoint] = {}
 
     def who(rp: ResolvedPoint) -> str:
+        if rp.rule is not None:
+            return f"alarm {rp.rule}.{rp.key}"
         return f"{rp.sensor_id or 'gateway'}.{rp.key}"
 
     for rp in points:
