@@ -14,6 +14,7 @@ import logging
 import math
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ LabelKey = tuple[str, ...]
 Sample = tuple[str, LabelKey, float]  # name suffix, label values, value
 
 
-class _Family:
+class _Family(ABC):
     """One metric name: its help, type, label names and one series per label-value tuple."""
 
     kind: str = "untyped"
@@ -76,8 +77,9 @@ class _Family:
                 )
         return tuple(labels[n] for n in self.labelnames)
 
+    @abstractmethod
     def samples(self) -> list[Sample]:
-        raise NotImplementedError
+        """Every series of this family, for rendering."""
 
 
 class Counter(_Family):
