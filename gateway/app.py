@@ -17,16 +17,16 @@ from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
-from gateway.metrics import GatewayMetrics, default_metrics
+from gateway.metrics import GatewayMetrics, default_metrics, relay_metrics
 from gateway.modbus import ModbusServer
 from gateway.mqtt_settings import MqttSubscription
 from gateway.mqtt_source import MqttMessage, MqttSource
+from gateway.relay import RelayService
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
 from gateway.simulator_source import SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
-from objects.pointmap import resolve
 
 log = logging.getLogger("gateway")
 
@@ -56,6 +56,12 @@ class Gateway:
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
         self.bacnet: BacnetServer | None = None
+        self.relay = RelayService(
+            settings.alarms,
+            self.state,
+            state_dir=settings.gateway.state_dir,
+            metrics=relay_metrics(self.metrics.registry) if settings.alarms else None,
+        )
         self._last_sub: dict[str, MqttSubscription] = {}
         self._started = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -99,6 +105,7 @@ class Gateway:
         self._spawn(self._tick_loop(), "tick")
         try:
             self.state.publish_gateway(self.gateway_values())
+            await self.relay.start()  # outputs driven to what the rules say, before any sink
             await self._start_sinks()
             await self._start_sources()
             self.ready.set()
@@ -122,7 +129,7 @@ class Gateway:
 
     async def _start_sinks(self) -> None:
         mb = self.settings.modbus
-        points = resolve(self.settings.sensor_specs())
+        points = self.settings.points()
         if self.settings.bacnet.enabled:
             bac = self.settings.bacnet
             if bac.password is None and not ipaddress.ip_interface(bac.address).is_loopback:
@@ -184,6 +191,7 @@ class Gateway:
             await self.modbus.stop()
         if self.bacnet is not None:
             await self.bacnet.stop()
+        await self.relay.stop()  # outputs left in their rules' shutdown state
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -288,6 +296,14 @@ class Gateway:
         }
 
     # -- commands ---------------------------------------------------------------------------
+
+    async def set_alarm_threshold(self, rule_id: str, threshold: float) -> str:
+        """Set an alarm rule's threshold (persisted); see `gateway.commands.AlarmCommands`."""
+        return await self.relay.set_alarm_threshold(rule_id, threshold)
+
+    async def command_relay(self, rule_id: str, priority: int, value: bool | None) -> str:
+        """Command (or relinquish) an alarm rule's relay at a priority level (persisted)."""
+        return await self.relay.command_relay(rule_id, priority, value)
 
     async def reset_counts(self, sensor_id: str) -> str:
         """Reset the gateway's totals and ask a LoRaWAN sensor to reset its own counter."""

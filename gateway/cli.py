@@ -25,7 +25,6 @@ from gateway.pointdocs import (
     render_table,
 )
 from gateway.settings import Settings, load_default, load_settings
-from objects.pointmap import resolve
 
 EXIT_OK = 0
 EXIT_DECODE_ERRORS = 1  # at least one payload had errors (its line is still printed)
@@ -196,7 +195,7 @@ def cmd_encode(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
     settings = _load(args.config)
-    points = resolve(settings.sensor_specs())
+    points = settings.points()
     order = settings.modbus.word_order
     fmt = args.format
     if fmt == "table":

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 from gateway.errors import GatewayError
 
 
-class CommandRefused(GatewayError):
+class CommandRefusedError(GatewayError):
     """A command the gateway will not carry out as asked (e.g. a write to a command slot that
     belongs to the gateway itself). Sinks answer it as an access error, not a failure."""
 
@@ -37,6 +37,6 @@ class AlarmCommands(Protocol):
 
     async def command_relay(self, rule_id: str, priority: int, value: bool | None) -> str:
         """Write (True active, False inactive) or relinquish (None) one of the priority levels
-        1..15 of a rule's relay command (16 is the automatic one: CommandRefused), persisted.
+        1..15 of a rule's relay command (16 is the automatic one: CommandRefusedError), persisted.
         KeyError for an unknown rule."""
         ...

@@ -410,3 +410,32 @@ def default_metrics(registry: Registry | None = None) -> GatewayMetrics:
             ("transport", "outcome"),
         ),
     )
+
+
+@dataclass(frozen=True)
+class RelayMetrics:
+    """The overcrowding alarm rules' metrics, registered only when rules are configured."""
+
+    alarm_active: Gauge
+    output_errors: Counter
+    output_fault: Gauge
+
+
+def relay_metrics(registry: Registry) -> RelayMetrics:
+    return RelayMetrics(
+        alarm_active=registry.gauge(
+            "vs121gw_alarm_active",
+            "1 while an overcrowding alarm rule is in alarm, else 0.",
+            ("rule",),
+        ),
+        output_errors=registry.counter(
+            "vs121gw_relay_output_errors_total",
+            "Failed attempts to drive an alarm rule's output (GPIO line or relay module).",
+            ("rule",),
+        ),
+        output_fault=registry.gauge(
+            "vs121gw_relay_output_fault",
+            "1 while an alarm rule's output cannot be driven, else 0.",
+            ("rule",),
+        ),
+    )

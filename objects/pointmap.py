@@ -30,6 +30,40 @@ GATEWAY_NUMBER = 0
 MAX_BACNET_INSTANCE = 4_194_302
 MAX_MODBUS_ADDRESS = 65_535
 
+# A commandable point's priority array travels in the state next to its present value, as one
+# number under `priority_array_key(key)`: for level L (1..16), bit 2(L-1) says the slot holds a
+# command and bit 2(L-1)+1 is that command (1 active). The gateway's command logic owns the
+# array; BACnet mirrors it.
+PRIORITY_LEVELS = 16
+_PRIORITY_ARRAY_SUFFIX = ".priority_array"
+
+
+def priority_array_key(key: str) -> str:
+    return key + _PRIORITY_ARRAY_SUFFIX
+
+
+def priority_array_owner(key: str) -> str | None:
+    """The point key whose priority array `key` carries, or None for an ordinary key."""
+    return key[: -len(_PRIORITY_ARRAY_SUFFIX)] if key.endswith(_PRIORITY_ARRAY_SUFFIX) else None
+
+
+def encode_priority_array(slots: Sequence[bool | None]) -> int:
+    if len(slots) != PRIORITY_LEVELS:
+        raise ValueError(f"a priority array has {PRIORITY_LEVELS} slots, not {len(slots)}")
+    code = 0
+    for i, slot in enumerate(slots):
+        if slot is not None:
+            code |= (1 | (2 if slot else 0)) << (2 * i)
+    return code
+
+
+def decode_priority_array(code: float) -> list[bool | None]:
+    bits = int(code)
+    return [
+        None if not (bits >> (2 * i)) & 1 else bool((bits >> (2 * i + 1)) & 1)
+        for i in range(PRIORITY_LEVELS)
+    ]
+
 
 @dataclass(frozen=True, slots=True)
 class SensorSpec:

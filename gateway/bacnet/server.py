@@ -43,7 +43,7 @@ from gateway.commands import Commands
 from gateway.errors import GatewayError
 from gateway.settings import BacnetSection
 from gateway.state import Change, GatewayState
-from objects.pointmap import ResolvedPoint
+from objects.pointmap import ResolvedPoint, decode_priority_array, priority_array_owner
 
 log = logging.getLogger("gateway.bacnet")
 
@@ -247,11 +247,9 @@ class BacnetServer:
                 online = self._state.sensors[sensor_id].online
             else:
                 values, online = {}, False
-            for key, obj in objs.items():
+            for obj in objs.values():
                 obj.link_down = not online
-                if key in values:
-                    obj.value = float(values[key])
-                    obj.has_value = True
+            _load(objs, values)
 
     def _on_change(self, change: Change) -> None:
         if not self._running:
@@ -269,13 +267,7 @@ class BacnetServer:
             return
         cov = self._cov
         assert cov is not None
-        touched: list[PointObject] = []
-        for key, value in change.values.items():
-            obj = objs.get(key)
-            if obj is not None:
-                obj.value = float(value)
-                obj.has_value = True
-                touched.append(obj)
+        touched = _load(objs, change.values)
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():
@@ -290,11 +282,14 @@ class BacnetServer:
     # -- writes ---------------------------------------------------------------------------------
 
     async def _write(self, obj: PointObject, write: ValidWrite) -> None:
-        action = self._actions.get(obj.point.key)
+        action = self._actions.get(obj.point.point.key)
         if action is None:
             raise PropertyError("writeAccessDenied")
         try:
-            await action.run(obj.point, effective_value(obj, write))
+            if action.command is not None and write.priority is not None:
+                await action.command(obj.point, write.priority, write.value)
+            else:
+                await action.run(obj.point, effective_value(obj, write))
         except ExecutionError:
             raise
         except KeyError:
@@ -344,6 +339,34 @@ class BacnetServer:
             return
         if resumed:
             log.info("BACnet COV: resumed %d subscriptions from %s", resumed, path)
+
+
+def _load(objs: Mapping[str, PointObject], values: Mapping[str, float]) -> list[PointObject]:
+    """Store state values in the objects; returns the objects touched.
+
+    A commandable object's present value follows its priority array, which the state carries
+    under `priority_array_key(key)` (the gateway's command logic owns it); its plain value is
+    what Modbus shows and is not taken as its Relinquish_Default (that stays inactive).
+    """
+    touched: list[PointObject] = []
+    for key, value in values.items():
+        obj = objs.get(key)
+        if obj is None:
+            owner = priority_array_owner(key)
+            obj = None if owner is None else objs.get(owner)
+            if obj is not None and obj.priorities is not None:
+                obj.priorities[:] = [
+                    None if slot is None else float(slot) for slot in decode_priority_array(value)
+                ]
+                obj.has_value = True
+                touched.append(obj)
+            continue
+        if obj.priorities is not None:
+            continue
+        obj.value = float(value)
+        obj.has_value = True
+        touched.append(obj)
+    return touched
 
 
 def _camel(hyphenated: str) -> str:

@@ -15,25 +15,32 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bacpypes3.errors import ExecutionError, PropertyError
+from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.primitivedata import Enumerated, Real, TagClass, TagNumber
 
 from gateway.bacnet.objects import MINIMUM_ON_OFF_PRIORITY, PRIORITY_LEVELS, PointObject
-from gateway.commands import Commands
+from gateway.commands import AlarmCommands, CommandRefusedError, Commands
 from objects.pointmap import ResolvedPoint
 
 log = logging.getLogger("gateway.bacnet")
 
 WriteFn = Callable[[ResolvedPoint, float], Awaitable[None]]
+# A commandable point's own command: the priority level written and the value (None relinquishes).
+CommandFn = Callable[[ResolvedPoint, int, float | None], Awaitable[None]]
+
+OVERRIDE_PRIORITY = 8  # the level the rules' "Relay Override" value writes
 
 
 @dataclass(frozen=True, slots=True)
 class WriteAction:
-    """What a write to one point key does. A momentary action (a reset button) is not stored:
-    its object reads back its resting value."""
+    """What a write to one point (by its catalog key) does. A momentary action (a reset button)
+    is not stored: its object reads back its resting value. A commandable point whose priority
+    array the gateway owns has `command`, which gets the level and the value itself rather than
+    the winning value."""
 
     run: WriteFn
     momentary: bool = False
+    command: CommandFn | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +60,47 @@ def command_actions(commands: Commands) -> dict[str, WriteAction]:
             summary = await commands.reset_counts(point.sensor_id)
             log.info("BACnet write: %s reset: %s", point.sensor_id, summary)
 
-    return {"reset_counts": WriteAction(reset_counts, momentary=True)}
+    def alarm() -> AlarmCommands:
+        if not isinstance(commands, AlarmCommands):
+            raise PropertyError("writeAccessDenied")  # this gateway serves no alarm rules
+        return commands
+
+    def rule_of(point: ResolvedPoint) -> str:
+        if point.rule is None:
+            raise ObjectError("unknownObject")
+        return point.rule
+
+    async def threshold(point: ResolvedPoint, value: float) -> None:
+        try:
+            summary = await alarm().set_alarm_threshold(rule_of(point), value)
+        except ValueError:
+            raise PropertyError("valueOutOfRange") from None
+        log.info("BACnet write: alarm %s %s", point.rule, summary)
+
+    async def override(point: ResolvedPoint, value: float) -> None:
+        if value not in (0, 1, 2):
+            raise PropertyError("valueOutOfRange")
+        command = None if value == 0 else value == 2
+        summary = await alarm().command_relay(rule_of(point), OVERRIDE_PRIORITY, command)
+        log.info("BACnet write: alarm %s relay override: %s", point.rule, summary)
+
+    async def relay(point: ResolvedPoint, priority: int, value: float | None) -> None:
+        command = None if value is None else bool(value)
+        try:
+            summary = await alarm().command_relay(rule_of(point), priority, command)
+        except CommandRefusedError:
+            raise PropertyError("writeAccessDenied") from None
+        log.info("BACnet write: alarm %s relay: %s", point.rule, summary)
+
+    async def no_plain_write(point: ResolvedPoint, value: float) -> None:
+        raise PropertyError("writeAccessDenied")  # commandable: always written with a level
+
+    return {
+        "reset_counts": WriteAction(reset_counts, momentary=True),
+        "rule_{r}_threshold": WriteAction(threshold),
+        "rule_{r}_override": WriteAction(override),
+        "rule_{r}_relay": WriteAction(no_plain_write, command=relay),
+    }
 
 
 def validate_write(
@@ -150,5 +197,5 @@ def unwritable_points(
     return sorted(
         f"{o.point.sensor_id or 'gateway'}.{o.point.key}"
         for o in points.values()
-        if o.point.writable and o.point.key not in actions
+        if o.point.writable and o.point.point.key not in actions
     )

@@ -21,6 +21,8 @@ from objects.catalog import (
     GATEWAY_POINTS,
     MAX_REGIONS,
     MODBUS_BLOCK,
+    RULE_MODBUS_STRIDE,
+    RULE_POINTS,
     SENSOR_POINTS,
     ModbusKind,
     Point,
@@ -95,6 +97,8 @@ def _template_spans(catalog: Sequence[Point]) -> dict[Table, range]:
 
 SENSOR_SPANS = _template_spans(SENSOR_POINTS)
 GATEWAY_SPANS = _template_spans(GATEWAY_POINTS)
+# An alarm rule answers over its whole stride in each table its points use.
+RULE_TABLES = tuple(t for t in Table if t in _template_spans(RULE_POINTS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +106,7 @@ class Block:
     """A range of addresses of one table that answers reads (unused addresses read 0)."""
 
     table: Table
-    sensor_id: str  # "" for the gateway
+    sensor_id: str  # "" for the gateway, "alarm:<id>" for an alarm rule
     sensor_number: int
     addresses: range
 
@@ -110,9 +114,19 @@ class Block:
 def readable_blocks(points: Sequence[ResolvedPoint]) -> list[Block]:
     """The readable blocks for the sensors present in `points`, by table, then address."""
     owners: dict[int, str] = {}
+    rules: dict[str, int] = {}  # rule id -> the start of its stride
     for rp in points:
+        if rp.rule is not None:
+            if rp.modbus_address is not None and rp.point.modbus is not None:
+                start = rp.modbus_address - rp.point.modbus.offset
+                rules[rp.rule] = min(rules.get(rp.rule, start), start)
+            continue
         owners.setdefault(rp.sensor_number, rp.sensor_id)
     blocks: list[Block] = []
+    for rule, start in rules.items():
+        for table in RULE_TABLES:
+            stop = min(start + RULE_MODBUS_STRIDE, ADDRESS_SPACE)
+            blocks.append(Block(table, f"alarm:{rule}", 0, range(start, stop)))
     for number, sensor_id in owners.items():
         spans = GATEWAY_SPANS if sensor_id == "" else SENSOR_SPANS
         base = number * MODBUS_BLOCK

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.commands import Commands
+from gateway.commands import AlarmCommands, Commands
 from gateway.modbus.encoding import decode
 from gateway.modbus.image import RegisterImage
 from gateway.modbus.layout import Table
@@ -36,8 +36,39 @@ async def _reset_counts(commands: Commands, rp: ResolvedPoint, value: float) -> 
     return None
 
 
+OVERRIDE_PRIORITY = 8  # an operator's override, the same level a BMS writes over BACnet
+
+
+def _alarm(commands: Commands, rp: ResolvedPoint) -> tuple[AlarmCommands, str]:
+    if not isinstance(commands, AlarmCommands) or rp.rule is None:
+        raise LookupError(f"no alarm rule behind {rp.key}")
+    return commands, rp.rule
+
+
+async def _alarm_threshold(commands: Commands, rp: ResolvedPoint, value: float) -> object:
+    alarm, rule = _alarm(commands, rp)
+    return await alarm.set_alarm_threshold(rule, value)
+
+
+async def _relay_override(commands: Commands, rp: ResolvedPoint, value: float) -> object:
+    # The override register: 0 relinquishes priority 8 (automatic again), 1 forces the relay
+    # inactive, 2 active. The catalog's range (0..2) has already been checked (else 03).
+    alarm, rule = _alarm(commands, rp)
+    return await alarm.command_relay(rule, OVERRIDE_PRIORITY, None if value == 0 else value == 2)
+
+
+async def _relay_coil(commands: Commands, rp: ResolvedPoint, value: float) -> object:
+    # The relay coil reads the output; writing it overrides at priority 8 (there is no way to
+    # relinquish with a coil: write 0 to the override register for that).
+    alarm, rule = _alarm(commands, rp)
+    return await alarm.command_relay(rule, OVERRIDE_PRIORITY, bool(value))
+
+
 WRITE_ACTIONS: dict[str, WriteAction] = {
     "reset_counts": _reset_counts,
+    "rule_{r}_threshold": _alarm_threshold,
+    "rule_{r}_override": _relay_override,
+    "rule_{r}_relay": _relay_coil,
 }
 
 
