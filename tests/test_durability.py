@@ -17,7 +17,8 @@ from gateway.sim_publish import uplink_body, uplink_topic
 
 HALL = "24e124538c000001"
 T0 = 1_700_000_000
-MESSAGES = 400
+CHUNK = 80
+KILLS = 4
 
 
 def line_report(i: int, n_in: int, n_out: int) -> bytes:
@@ -27,32 +28,45 @@ def line_report(i: int, n_in: int, n_out: int) -> bytes:
 
 
 class Stream:
-    """Publishes MESSAGES reports at QoS 1 from a thread; remembers what it sent."""
+    """Publishes reports at QoS 1 in chunks; remembers what it sent and what the broker took."""
 
     def __init__(self, port: int, seed: int) -> None:
         self.rng = random.Random(seed)
         self.sent_in = 0
         self.sent_out = 0
-        self.done = threading.Event()
-        self.progress = threading.Semaphore(0)
+        self.next = 0
+        self._acked: set[int] = set()
+        self._cond = threading.Condition()
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"stream-{seed}", clean_session=False
         )
         self.client.max_queued_messages_set(0)  # keep everything while the broker is away
+        self.client.on_publish = self._on_publish
         self.client.connect("127.0.0.1", port, keepalive=5)
         self.client.loop_start()
 
-    def run(self) -> None:
-        for i in range(MESSAGES):
+    def _on_publish(self, _c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
+        with self._cond:
+            self._acked.add(mid)
+            self._cond.notify_all()
+
+    def publish(self, count: int) -> list[int]:
+        """Queue `count` reports; paho sends them (again after a reconnect) in the background."""
+        mids = []
+        for _ in range(count):
+            i = self.next
+            self.next += 1
             n_in, n_out = self.rng.randint(0, 5), self.rng.randint(0, 5)
             body = uplink_body("chirpstack", HALL, i + 1, line_report(i, n_in, n_out), 0)
-            info = self.client.publish(uplink_topic("chirpstack", HALL), body, qos=1)
+            mids.append(self.client.publish(uplink_topic("chirpstack", HALL), body, qos=1).mid)
             self.sent_in += n_in
             self.sent_out += n_out
-            if i % 20 == 0:
-                info.wait_for_publish(30)  # pace the stream so faults land mid-way
-                self.progress.release()
-        self.done.set()
+        return mids
+
+    def wait_accepted(self, mids: list[int], timeout: float = 60) -> None:
+        """Until the broker has acknowledged every one of `mids`."""
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._acked.issuperset(mids), timeout)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -89,31 +103,23 @@ def test_kill_9_repeatedly_loses_and_doubles_nothing(
     daemon.start()
     _wait_connected(daemon)
     stream = Stream(broker.port, seed=1)
-    publisher = threading.Thread(target=stream.run)
-    publisher.start()
     rng = random.Random(5)
-    kills = 0
     try:
-        for _ in range(4):
-            for _ in range(rng.randint(1, 4)):
-                if not stream.progress.acquire(timeout=60):
-                    break
-            if stream.done.is_set():
-                break
+        for _ in range(KILLS):
+            mids = stream.publish(CHUNK)
+            # Kill while the gateway is still busy with this chunk, at a random point of it.
+            stream.wait_accepted(mids[: rng.randint(1, CHUNK)])
             daemon.kill()
-            kills += 1
             daemon.start()
             _wait_connected(daemon)
-        publisher.join(120)
-        assert stream.done.is_set()
+        stream.wait_accepted(stream.publish(CHUNK))
         expected = (stream.sent_in, stream.sent_out)
         daemon.wait_until(lambda: _totals(daemon) == expected, timeout=60, what=f"{expected}")
-        assert kills >= 2
-        assert _totals(daemon) == expected
         # And it stays there: nothing is counted again after a clean restart either.
         assert daemon.stop() == 0
         daemon.start()
         assert _totals(daemon) == expected
+        assert daemon.log_text().count("starting") == KILLS + 2
     finally:
         stream.close()
         if daemon.running():
@@ -125,18 +131,18 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: Mosquit
     daemon.start()
     _wait_connected(daemon)
     stream = Stream(broker.port, seed=2)
-    publisher = threading.Thread(target=stream.run)
-    publisher.start()
     try:
-        for _ in range(3):
-            assert stream.progress.acquire(timeout=60)
+        first = stream.publish(CHUNK)
+        stream.wait_accepted(first[: CHUNK // 2])
         broker.restart()
-        publisher.join(120)
-        assert stream.done.is_set()
+        # Published while the broker may still be down: paho resends once it is back.
+        second = stream.publish(CHUNK)
+        stream.wait_accepted(first + second)
         expected = (stream.sent_in, stream.sent_out)
         daemon.wait_until(lambda: _totals(daemon) == expected, timeout=60, what=f"{expected}")
-        assert "MQTT connected" in daemon.log_text()
-        assert "Traceback" not in daemon.log_text()
+        log = daemon.log_text()
+        assert "MQTT connection lost" in log
+        assert "Traceback" not in log
     finally:
         stream.close()
         if daemon.running():
