@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from gateway.relay.drivers import OutputDriver
+from gateway.relay.drivers import NullDriver, OutputDriver
 
 log = logging.getLogger("gateway.relay")
 
@@ -132,7 +132,8 @@ class OutputWorker:
             if final is not None:
                 try:
                     async with asyncio.timeout(FINAL_WRITE_TIMEOUT_S):
-                        if await self._attempt(final):
+                        written = await self._attempt(final)
+                        if written and not isinstance(self.driver, NullDriver):
                             log.info(
                                 "alarm %s: %s left %s",
                                 self.name,
