@@ -212,7 +212,12 @@ class Gateway:
     async def _mqtt_consumer(self, source: MqttSource) -> None:
         while True:
             msg = await source.get()
-            self._handle_mqtt(source, msg)
+            try:
+                self._handle_mqtt(source, msg)
+            except Exception:
+                # A bug must cost one message, not the whole MQTT ingest.
+                log.exception("MQTT: message on %s could not be processed", msg.topic[:200])
+                source.ack(msg)
 
     def _handle_mqtt(self, source: MqttSource, msg: MqttMessage) -> None:
         sub = msg.subscription
@@ -229,7 +234,7 @@ class Gateway:
                 sub.envelope,
                 msg.topic,
                 msg.payload,
-                received_at=None,
+                received_at=msg.received_at,
                 raw_topic_pattern=sub.raw_topic_pattern,
             )
         if result.sensor_id is not None and sub.envelope != "vs121p":

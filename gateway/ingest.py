@@ -27,6 +27,7 @@ from gateway.state import GatewayState, Outcome, Report
 log = logging.getLogger("gateway.ingest")
 
 LOG_REPEAT_WINDOW_S = 60.0
+SERVER_TIME_TRUST_S = 30 * 86400.0  # older network-server times are taken as a wrong clock
 
 
 class Result(StrEnum):
@@ -126,7 +127,7 @@ class Ingest:
             return self._reject(source, sensor.id, Result.DECODE_ERROR, "uplink has no payload")
         key = _uplink_key(up, digest, decoded["data"])
         return self._apply(
-            source, sensor.id, decoded, key=key, fcnt=up.fcnt, received_at=up.received_at or now
+            source, sensor.id, decoded, key=key, fcnt=up.fcnt, received_at=_when(up, now)
         )
 
     # -- VS121-P JSON ---------------------------------------------------------------------
@@ -219,6 +220,16 @@ class Ingest:
     def _tally(self, source: str, result: Result, sensor_id: str | None) -> None:
         if self._count is not None:
             self._count(source, result, sensor_id)
+
+
+def _when(up: Uplink, now: float) -> float:
+    """When the report happened, for ordering and freshness: the network server's receive time
+    when it is plausible (a message redelivered after a restart is old news, not a fresh report),
+    never later than our own receive time (a skewed server clock must not freeze values)."""
+    sent = up.received_at
+    if sent is None or not now - SERVER_TIME_TRUST_S <= sent <= now:
+        return now
+    return sent
 
 
 def _uplink_key(up: Uplink, digest: str, data: dict[str, Any]) -> str | None:

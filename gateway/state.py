@@ -2,17 +2,17 @@
 
 Rules (each has a test):
 - A report already applied (same dedup key) changes nothing.
+- A frame counter that steps back a little is a late frame; one that restarts near zero (or
+  jumps back a long way) is a rejoin, after which frame-counter keys from before are forgotten.
 - A value is replaced only by a report at least as new as the one it came from: historical records
-  (0x20ce retransmissions) never overwrite newer present values.
-- Line crossings reach the gateway's totals exactly once. Periodic reports (people_in/people_out)
-  are authoritative and counted once per period, whether they arrive live or as history. Trigger
-  reports (line_in/line_out) are added at once so totals move in real time, and are remembered as
-  provisional; the next periodic report replaces the provisional crossings instead of adding to
-  them. Totals never go down, except by a reset.
-- Totals are 32-bit (they wrap at 2^32), persisted, and reset only by a command; history from
-  before a reset is not counted after it.
+  (0x20ce retransmissions) never overwrite newer present values. Live reports are ordered by when
+  they were received; a history record by its own time, but never later than its arrival, so a
+  sensor clock that runs fast cannot freeze the present values.
+- Line crossings reach the gateway's totals exactly once: see `gateway.linecount`. Totals are
+  32-bit (they wrap at 2^32), persisted, and reset only by a command.
 - Freshness: a sensor silent for longer than its stale-after time is offline; its values are kept
-  but flagged, and the transition is reported once each way.
+  but flagged, and the transition is reported once each way. Freshness is judged on the local
+  receive time, never on a time the message carries.
 
 The state is plain data; `gateway.store` persists it and the application wires it to the sinks.
 """
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from gateway.linecount import LineLedger
 from objects.catalog import Source
 from objects.pointmap import SensorSpec, sensor_points
 
@@ -35,11 +36,14 @@ log = logging.getLogger("gateway.state")
 
 TOTAL_MODULO = 1 << 32
 SEEN_KEYS_KEPT = 1024  # about a week of 10-minute reports: covers any broker redelivery
-PERIODS_KEPT = 2048
 HISTORY_MATCH_WINDOW_S = 60.0  # a record matches a live report without sensor time this close
 SECONDS_SATURATE = 65535
-CLOCK_TRUST_S = 86400.0  # a live report's sensor time further off than this is ignored
-STATE_VERSION = 1
+STATE_VERSION = 2
+MAX_SENSOR_TIME = (1 << 32) - 1  # the protocol's timestamps are unsigned 32-bit seconds
+# A frame counter going back by less than this (and not to near zero) is a late frame, not a
+# rejoin: LoRaWAN counters only restart at a join, or wrap after a very long run.
+FCNT_LATE_WINDOW = 1 << 15
+FCNT_FRESH_JOIN = 16
 
 STATUS_ONLINE = 0x1
 STATUS_STALE = 0x2
@@ -85,21 +89,11 @@ class SensorState:
 
     spec: SensorSpec
     stale_after: float
-    # How close a history record's time must be to a live report that carried no sensor time
-    # to be taken as the same report: half a reporting interval, at most a minute.
-    match_window: float = 60.0
+    ledger: LineLedger
     values: dict[str, Value] = field(default_factory=dict)
     as_of: dict[str, float] = field(default_factory=dict)
     last_report: float | None = None
     online: bool = False
-    total_in: int = 0
-    total_out: int = 0
-    provisional_in: int = 0
-    provisional_out: int = 0
-    reset_at: float | None = None
-    # (time, exact): exact when the time came from the sensor's clock.
-    periods: list[tuple[float, bool]] = field(default_factory=list)
-    triggers: list[tuple[float, bool]] = field(default_factory=list)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     max_fcnt: int | None = None
     applied_seq: int = 0  # last journal record reflected in this state
@@ -113,13 +107,7 @@ class SensorState:
             "values": self.values,
             "as_of": self.as_of,
             "last_report": self.last_report,
-            "total_in": self.total_in,
-            "total_out": self.total_out,
-            "provisional_in": self.provisional_in,
-            "provisional_out": self.provisional_out,
-            "reset_at": self.reset_at,
-            "periods": self.periods,
-            "triggers": self.triggers,
+            "lines": self.ledger.to_json(),
             "seen": list(self.seen),
             "max_fcnt": self.max_fcnt,
             "applied_seq": self.applied_seq,
@@ -133,27 +121,31 @@ class SensorState:
         self.values = {k: _num(v) for k, v in doc["values"].items() if k in known}
         self.as_of = {k: float(v) for k, v in doc["as_of"].items() if k in self.values}
         self.last_report = _opt_float(doc["last_report"])
-        self.total_in = _count(doc["total_in"])
-        self.total_out = _count(doc["total_out"])
-        self.provisional_in = _count(doc["provisional_in"])
-        self.provisional_out = _count(doc["provisional_out"])
-        self.reset_at = _opt_float(doc["reset_at"])
-        self.periods = [(float(t), bool(e)) for t, e in doc["periods"]][-PERIODS_KEPT:]
-        self.triggers = [(float(t), bool(e)) for t, e in doc["triggers"]][-PERIODS_KEPT:]
+        self.ledger.load_json(doc["lines"])
         self.seen = OrderedDict((str(k), None) for k in doc["seen"][-SEEN_KEYS_KEPT:])
         mf = doc["max_fcnt"]
-        self.max_fcnt = None if mf is None else int(mf)
+        self.max_fcnt = None if mf is None else _count(mf)
         self.applied_seq = _count(doc["applied_seq"])
 
 
 def _num(v: object) -> Value:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-        raise TypeError(f"not a number: {v!r}")
+    if not is_number(v):
+        raise TypeError(f"not a usable number: {v!r}")
+    assert isinstance(v, int | float)
     return v
 
 
+def is_number(v: object) -> bool:
+    """A finite int or float of sane size (JSON allows 400-digit integers and 1e400)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return -(1 << 63) < v < 1 << 63
+    return isinstance(v, float) and math.isfinite(v)
+
+
 def _count(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 63:
         raise TypeError(f"not a count: {v!r}")
     return v
 
@@ -178,7 +170,11 @@ class GatewayState:
         self._clock = clock
         self.sensors: dict[str, SensorState] = {
             spec.id: SensorState(
-                spec=spec, stale_after=stale, match_window=min(HISTORY_MATCH_WINDOW_S, interval / 2)
+                spec=spec,
+                stale_after=stale,
+                ledger=LineLedger(
+                    interval=interval, window=min(HISTORY_MATCH_WINDOW_S, interval / 2)
+                ),
             )
             for spec, stale, interval in sensors
         }
@@ -229,31 +225,38 @@ class GatewayState:
         problems: list[str] = []
         changed: dict[str, Value] = {}
         data = report.data
-        sensor_ts = _plausible_time(data.get("timestamp"), report.received_at)
-        exact = sensor_ts is not None
-        when = sensor_ts if sensor_ts is not None else report.received_at
+        received = report.received_at
+        sensor_time = _sensor_time(data.get("timestamp"))
 
-        self._apply_values(s, data, when, changed, problems)
-        self._count_live_lines(s, data, when, exact)
-        for record in data.get("history") or ():
-            if isinstance(record, Mapping) and isinstance(record.get("timestamp"), int):
-                rts = float(record["timestamp"])
-                self._apply_values(s, _history_fields(record), rts, changed, problems)
-                self._count_history_lines(s, record, rts)
+        self._apply_values(s, data, received, changed, problems)
+        self._count_lines(s, data, sensor_time, received, history=False)
+        history = data.get("history")
+        if history is not None and not isinstance(history, list):
+            problems.append("history: not a list; ignored")
+            history = None
+        for record in history or ():
+            rts = _sensor_time(record.get("timestamp")) if isinstance(record, Mapping) else None
+            if rts is None:
+                problems.append("history record without a usable timestamp; ignored")
+                continue
+            fields = _history_fields(record)
+            # Ordered by its own time, but never as newer than its arrival.
+            self._apply_values(s, fields, min(rts, received), changed, problems)
+            self._count_lines(s, record, rts, received, history=True)
 
         previous = s.last_report
-        s.last_report = max(s.last_report or 0.0, report.received_at)
-        changed.update(self._derived(s, report.received_at))
+        s.last_report = max(s.last_report or 0.0, received)
+        changed.update(self._derived(s, self._clock()))
         was_online = s.online
-        s.online = True
+        s.online = bool(s.values.get("online"))
         self.dirty.add(s.spec.id)
-        self._emit(Change(s.spec.id, changed, online=True if not was_online else None))
-        if not was_online and not self.replaying:
+        transition = s.online if s.online != was_online else None
+        self._emit(Change(s.spec.id, changed, online=transition))
+        if transition and not self.replaying:
             if previous is None:
                 log.info("sensor %s: first report", s.spec.id)
             else:
-                silent = report.received_at - previous
-                log.info("sensor %s: reporting again after %.0f s", s.spec.id, silent)
+                log.info("sensor %s: reporting again after %.0f s", s.spec.id, received - previous)
         return ApplyResult(Outcome.APPLIED, tuple(problems))
 
     def _is_duplicate(self, s: SensorState, report: Report) -> bool:
@@ -263,19 +266,20 @@ class GatewayState:
             return True
         fcnt = report.fcnt
         if fcnt is not None:
-            if s.max_fcnt is not None and fcnt < s.max_fcnt:
-                # Counter went back and this frame is new: the device rejoined and restarted its
-                # frame counter. Forget frame-counter keys so the new frames are not mistaken.
+            last = s.max_fcnt
+            if last is None or fcnt > last:
+                s.max_fcnt = fcnt
+            elif fcnt < last and (fcnt < FCNT_FRESH_JOIN or last - fcnt >= FCNT_LATE_WINDOW):
+                # The device rejoined and restarted its frame counter (or it wrapped): forget
+                # frame-counter keys so the new frames are not mistaken for old ones.
                 if not self.replaying:
                     log.info(
-                        "sensor %s: frame counter reset (%d after %d)",
-                        s.spec.id,
-                        fcnt,
-                        s.max_fcnt,
+                        "sensor %s: frame counter restarted (%d after %d)", s.spec.id, fcnt, last
                     )
                 for k in [k for k in s.seen if k.startswith("fc:")]:
                     del s.seen[k]
-            s.max_fcnt = fcnt
+                s.max_fcnt = fcnt
+            # else: a late frame (e.g. redelivered after a reconnect); its key is kept below.
         s.seen[key] = None
         while len(s.seen) > SEEN_KEYS_KEPT:
             s.seen.popitem(last=False)
@@ -295,8 +299,8 @@ class GatewayState:
                 if key.startswith("region_") and _nonzero(value):
                     problems.append(f"{key}={value!r} for a region that is not mapped")
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append(f"{key}: expected a number, got {type(value).__name__}")
+            if not is_number(value):
+                problems.append(f"{key}: expected a number, got {_describe(value)}")
                 continue
             if when < s.as_of.get(key, -math.inf):
                 continue  # older than what we show: history never overwrites newer values
@@ -307,75 +311,44 @@ class GatewayState:
 
     # -- line counting ----------------------------------------------------------------------
 
-    def _count_live_lines(
-        self, s: SensorState, data: Mapping[str, Any], when: float, exact: bool
-    ) -> None:
-        if "people_in" in data or "people_out" in data:
-            self._add_period(s, data, when, exact, live=True)
-        if "line_in" in data or "line_out" in data:
-            self._add_trigger(s, data, when, exact, live=True)
-
-    def _count_history_lines(self, s: SensorState, record: Mapping[str, Any], when: float) -> None:
-        if s.reset_at is not None and when < s.reset_at:
-            return  # counted before the reset, or belongs to the time before it
-        if "people_in" in record or "people_out" in record:
-            self._add_period(s, record, when, True, live=False)
-        if "line_in" in record or "line_out" in record:
-            self._add_trigger(s, record, when, True, live=False)
-
     @staticmethod
-    def _matches(seen: list[tuple[float, bool]], when: float, *, live: bool, window: float) -> bool:
-        """Was the report at `when` already counted?
-
-        Live reports are deduplicated by their message key, so they only match an entry with the
-        very same sensor time (a history record of that report that came first). A history record
-        matches an equal sensor time, or a live report without sensor time within the window.
-        """
-        for t, t_exact in reversed(seen):
-            if t_exact:
-                if t == when:
-                    return True
-            elif not live and abs(t - when) <= window:
-                return True
-        return False
-
-    def _add_period(
-        self, s: SensorState, d: Mapping[str, Any], when: float, exact: bool, *, live: bool
+    def _count_lines(
+        s: SensorState,
+        d: Mapping[str, Any],
+        sensor_time: float | None,
+        received: float,
+        *,
+        history: bool,
     ) -> None:
-        if (exact or not live) and self._matches(s.periods, when, live=live, window=s.match_window):
-            return
-        n_in, n_out = _count_or_zero(d.get("people_in")), _count_or_zero(d.get("people_out"))
-        # The provisional (trigger) crossings belong to this period: replace, don't add.
-        used_in, used_out = min(n_in, s.provisional_in), min(n_out, s.provisional_out)
-        s.provisional_in -= used_in
-        s.provisional_out -= used_out
-        s.total_in += n_in - used_in
-        s.total_out += n_out - used_out
-        s.periods.append((when, exact))
-        del s.periods[:-PERIODS_KEPT]
-
-    def _add_trigger(
-        self, s: SensorState, d: Mapping[str, Any], when: float, exact: bool, *, live: bool
-    ) -> None:
-        if (exact or not live) and self._matches(
-            s.triggers, when, live=live, window=s.match_window
-        ):
-            return
-        n_in, n_out = _count_or_zero(d.get("line_in")), _count_or_zero(d.get("line_out"))
-        s.total_in += n_in
-        s.total_out += n_out
-        s.provisional_in += n_in
-        s.provisional_out += n_out
-        s.triggers.append((when, exact))
-        del s.triggers[:-PERIODS_KEPT]
+        exact = sensor_time is not None
+        when = sensor_time if sensor_time is not None else received
+        if "people_in" in d or "people_out" in d:
+            start = _sensor_time(d.get("period_start")) if not history else None
+            s.ledger.period(
+                when,
+                _count_or_zero(d.get("people_in")),
+                _count_or_zero(d.get("people_out")),
+                exact=exact,
+                history=history,
+                start=start,
+            )
+        if "line_in" in d or "line_out" in d:
+            s.ledger.trigger(
+                when,
+                _count_or_zero(d.get("line_in")),
+                _count_or_zero(d.get("line_out")),
+                exact=exact,
+                history=history,
+            )
 
     # -- derived values, freshness, commands ------------------------------------------------
 
     def _derived(self, s: SensorState, now: float) -> dict[str, Value]:
+        lines = s.ledger
         out: dict[str, Value] = {
-            "gateway_total_in": s.total_in % TOTAL_MODULO,
-            "gateway_total_out": s.total_out % TOTAL_MODULO,
-            "line_occupancy": min(max(0, s.total_in - s.total_out), SECONDS_SATURATE),
+            "gateway_total_in": lines.total_in % TOTAL_MODULO,
+            "gateway_total_out": lines.total_out % TOTAL_MODULO,
+            "line_occupancy": min(max(0, lines.total_in - lines.total_out), SECONDS_SATURATE),
         }
         out.update(self._freshness_values(s, now))
         changed = {k: v for k, v in out.items() if s.values.get(k) != v}
@@ -438,8 +411,7 @@ class GatewayState:
 
     @staticmethod
     def _reset(s: SensorState, at: float) -> None:
-        s.total_in = s.total_out = s.provisional_in = s.provisional_out = 0
-        s.reset_at = at
+        s.ledger.reset(at)
 
     def replay(self, record: Mapping[str, Any]) -> bool:
         """Re-apply one journal record after a restart; False if already in the snapshot.
@@ -488,20 +460,24 @@ class GatewayState:
         return self.sensors.keys()
 
 
-def _plausible_time(v: object, received_at: float) -> float | None:
-    """The sensor's own time for a live report, unless its clock is clearly wrong (unsynced
-    sensors send 0 or a date far off); then the receive time orders the report instead."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
+def _sensor_time(v: object) -> float | None:
+    """A time the sensor stated (unix seconds as the protocol carries them), or None."""
+    if not is_number(v):
         return None
-    if abs(float(v) - received_at) > CLOCK_TRUST_S:
-        return None
-    return float(v)
+    assert isinstance(v, int | float)
+    return float(v) if 0 <= v <= MAX_SENSOR_TIME else None
 
 
 def _count_or_zero(v: object) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 32:
         return 0
     return v
+
+
+def _describe(v: object) -> str:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return "an out-of-range number"
+    return type(v).__name__
 
 
 def _nonzero(v: object) -> bool:

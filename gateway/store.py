@@ -72,8 +72,19 @@ class Journal:
         self.size = 0
 
     def open(self) -> None:
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        created = not self.path.exists()
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self._fd).st_size
+        # A torn last line (a crash mid-append) must not swallow the next record: cut it off.
+        if self.size:
+            tail = os.pread(self._fd, min(self.size, 1 << 20), max(0, self.size - (1 << 20)))
+            keep = self.size - len(tail) + tail.rfind(b"\n") + 1
+            if keep != self.size:
+                os.ftruncate(self._fd, keep)
+                os.fsync(self._fd)
+                self.size = keep
+        if created:
+            _fsync_dir(self.path.parent)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -82,10 +93,16 @@ class Journal:
 
     def append(self, data: bytes) -> None:
         assert self._fd is not None
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
-        os.fdatasync(self._fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fdatasync(self._fd)
+        except OSError:
+            # Part of the batch may be on disk: remove it, the whole batch is retried.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self.size)
+            raise
         self.size += len(data)
 
     def records(self) -> list[dict[str, Any]]:
@@ -182,7 +199,7 @@ class StateStore:
             return False
         try:
             state.restore(sensor_id, json.loads(raw))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
             aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
             with contextlib.suppress(OSError):
                 path.rename(aside)

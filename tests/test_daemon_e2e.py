@@ -249,9 +249,9 @@ def test_reset_counts_publishes_downlink(
     sub.loop_start()
     try:
         assert subscribed.wait(10)
-        line = bytes.fromhex("05cc0500020010f701000000")
+        line = bytes.fromhex("05cc05000200")
         publisher.send(uplink_topic("milesight", HALL), uplink_body("milesight", HALL, 1, line, 0))
-        gateway.wait_until(lambda: gateway.values("hall").get("gateway_total_in") == 6, what="line")
+        gateway.wait_until(lambda: gateway.values("hall").get("gateway_total_in") == 5, what="line")
         from gateway.cli import main
 
         assert main(["reset-counts", "hall", "--config", str(gateway.config)]) == 0
@@ -286,7 +286,7 @@ def test_systemd_notifications_and_clean_shutdown(tmp_path: Path) -> None:
     # A clean stop leaves complete snapshots and an empty journal.
     assert (state_dir / "journal.jsonl").read_bytes() == b""
     snapshot = json.loads((state_dir / "sensors" / "foyer.json").read_text())
-    assert snapshot["total_in"] == 10
+    assert snapshot["lines"]["total_in"] == 10
     log = daemon.log_text()
     assert "vs121-gateway stopped; state saved" in log
     assert "Traceback" not in log

@@ -156,12 +156,95 @@ def test_triggers_then_periodic_are_not_added_twice() -> None:
 
 
 def test_periodic_smaller_than_triggers_never_decreases_totals() -> None:
-    state, _, _ = make()
+    state, _, _ = make()  # report interval 300 s
     state.apply(rep({"line_in": 5}, at=T0, key="t"))
     state.apply(rep({"people_in": 2, "people_out": 0}, at=T0 + 10, key="p"))
-    assert totals(state) == (5, 0)
-    state.apply(rep({"people_in": 4, "people_out": 0}, at=T0 + 20, key="p2"))
-    assert totals(state) == (6, 0)  # 3 provisional left over were consumed here
+    assert totals(state) == (5, 0)  # the period counts the larger of the two views
+    state.apply(rep({"people_in": 4, "people_out": 0}, at=T0 + 310, key="p2"))
+    assert totals(state) == (9, 0)
+
+
+def test_trigger_after_its_period_was_counted_is_not_added() -> None:
+    # A VS121-P trigger POST overtaken by the interval POST that already includes it.
+    state, _, _ = make()
+    ts = int(T0)
+    state.apply(rep({"timestamp": ts, "people_in": 3, "people_out": 1}, key="p"))
+    state.apply(rep({"timestamp": ts - 30, "line_in": 1, "line_out": 0}, at=T0 + 5, key="t"))
+    assert totals(state) == (3, 1)
+    # The same when the lost trigger comes back as history.
+    history = {"history": [{"timestamp": ts - 40, "line_in": 1, "line_out": 1}]}
+    state.apply(rep(history, at=T0 + 9, key="h"))
+    assert totals(state) == (3, 1)
+
+
+def test_triggers_only_count_against_their_own_period() -> None:
+    state, _, _ = make()
+    ts = int(T0)
+    state.apply(rep({"timestamp": ts - 10, "line_in": 2}, key="t1"))  # period ending at ts
+    state.apply(rep({"timestamp": ts + 10, "line_in": 1}, key="t2"))  # the next period
+    assert totals(state) == (3, 0)
+    state.apply(rep({"timestamp": ts, "people_in": 2, "people_out": 0}, key="p1"))
+    assert totals(state) == (3, 0)
+    state.apply(rep({"timestamp": ts + 300, "people_in": 4, "people_out": 0}, key="p2"))
+    assert totals(state) == (6, 0)  # t2 belonged to this period: 4 in all, 1 already counted
+
+
+def test_two_different_triggers_in_the_same_second_both_count() -> None:
+    state, _, _ = make()
+    ts = int(T0)
+    state.apply(rep({"timestamp": ts, "line_in": 1, "line_out": 0}, key="a"))
+    state.apply(rep({"timestamp": ts, "line_in": 0, "line_out": 1}, key="b"))
+    assert totals(state) == (1, 1)
+
+
+def test_late_frame_is_not_taken_for_a_rejoin() -> None:
+    state, _, _ = make()
+    for fcnt in (100, 101, 102):
+        data = {"line_in": fcnt - 99}
+        state.apply(rep(data, at=T0 + fcnt, key=f"fc:{fcnt}:x", fcnt=fcnt))
+    assert totals(state) == (6, 0)
+    # The broker redelivers 100, 101, 102 after a reconnect: all duplicates.
+    for fcnt in (100, 101, 102):
+        result = state.apply(rep({"line_in": fcnt - 99}, key=f"fc:{fcnt}:x", fcnt=fcnt))
+        assert result.outcome is Outcome.DUPLICATE
+    assert totals(state) == (6, 0)
+
+
+def test_history_from_a_fast_clock_cannot_freeze_live_values() -> None:
+    state, _, _ = make()
+    fast = {"history": [{"timestamp": int(T0) + 3 * 86400, "people_count_all": 5}]}
+    state.apply(rep(fast, at=T0, key="h"))
+    state.apply(rep({"people_count_all": 1}, at=T0 + 60, key="l1"))
+    assert state.current("s1")["people_count_all"] == 1
+
+
+def test_history_matches_a_live_report_with_a_wrong_sensor_clock() -> None:
+    state, _, _ = make()
+    wrong = 1_000_000  # an unsynchronised clock, far from the receive time
+    state.apply(rep({"timestamp": wrong, "people_in": 5, "people_out": 2}, key="a"))
+    again = {"history": [{"timestamp": wrong, "people_in": 5, "people_out": 2}]}
+    state.apply(rep(again, at=T0 + 60, key="b"))
+    assert totals(state) == (5, 2)
+
+
+def test_hostile_numbers_are_refused_not_raised() -> None:
+    state, _, _ = make()
+    result = state.apply(
+        rep(
+            {
+                "people_count_all": 10**400,
+                "people_count_max": float("inf"),
+                "timestamp": 10**400,
+                "history": 5,
+                "region_1_count": 2,
+            }
+        )
+    )
+    assert result.outcome is Outcome.APPLIED
+    assert "people_count_all" not in state.current("s1")
+    assert "people_count_max" not in state.current("s1")
+    assert state.current("s1")["region_1_count"] == 2
+    assert any("history" in p for p in result.problems)
 
 
 def test_history_trigger_records_counted_once() -> None:
@@ -175,7 +258,7 @@ def test_history_trigger_records_counted_once() -> None:
 def test_totals_wrap_at_32_bits() -> None:
     state, _, _ = make()
     sensor = state.sensors["s1"]
-    sensor.total_in = (1 << 32) - 1
+    sensor.ledger.total_in = (1 << 32) - 1
     state.apply(rep({"people_in": 2}, key="a"))
     assert state.current("s1")["gateway_total_in"] == 1
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from gateway.state import GatewayState, Report
-from gateway.store import Committer, StateStore, atomic_write
+from gateway.store import Committer, Journal, StateStore, atomic_write
 from objects.catalog import Model
 from objects.pointmap import SensorSpec
 
@@ -168,3 +169,41 @@ def test_state_directory_is_locked_against_a_second_gateway(tmp_path: Path) -> N
     )
     assert out.returncode == 3
     assert "is in use by another vs121-gateway" in out.stdout
+
+
+def test_torn_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
+    asyncio.run(committed(tmp_path, [("s1", 1, 3)], snapshot=False))
+    path = tmp_path / "journal.jsonl"
+    path.write_bytes(path.read_bytes() + b'{"s":2,"id":"s1","d":{"peo')  # crash mid-append
+    asyncio.run(committed(tmp_path, [("s1", 3, 4)], snapshot=False))
+    assert total_in(reopen(tmp_path), "s1") == 7
+    lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["s"] for line in lines] == [1, 2]
+
+
+def test_failed_append_leaves_no_partial_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.open()
+    journal.append(b'{"a":1}\n')
+
+    class DiskFullError(OSError):
+        pass
+
+    real_write = os.write
+    calls = {"n": 0}
+
+    def half_then_fail(fd: int, data: bytes | memoryview) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[:5])  # a short write ...
+        raise DiskFullError(28, "No space left on device")  # ... then the disk is full
+
+    monkeypatch.setattr(os, "write", half_then_fail)
+    with pytest.raises(DiskFullError):
+        journal.append(b'{"b":2}\n')
+    monkeypatch.undo()
+    journal.append(b'{"c":3}\n')
+    journal.close()
+    assert journal.records() == [{"a": 1}, {"c": 3}]

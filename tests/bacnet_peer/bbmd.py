@@ -1,7 +1,8 @@
 """A BBMD in its own process (bacpypes3's BBMD link layer), for foreign-device tests.
 
-`python bbmd.py --port N` binds 127.0.0.1/8 on that port, accepts foreign-device registrations,
-prints {"event": "ready"} and runs until terminated. Its foreign device table can be read by any
+`python bbmd.py --port N` binds 127.0.0.1/8 on that port (`--address 10.200.0.1/24` binds another
+interface, prefix length required), accepts foreign-device registrations, prints
+{"event": "ready"} and runs until terminated. Its foreign device table can be read by any
 client with Read-Foreign-Device-Table.
 """
 
@@ -23,8 +24,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--instance", type=int, default=598)
+    parser.add_argument("--address", default="127.0.0.1/8")
     args = parser.parse_args()
-    address = f"127.0.0.1/8:{args.port}"
+    address = f"{args.address}:{args.port}"
     device = DeviceObject(
         objectIdentifier=("device", args.instance), objectName="test bbmd", vendorIdentifier=999
     )

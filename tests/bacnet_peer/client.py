@@ -1,6 +1,7 @@
 """A BACnet/IP client in its own process, driven by JSON lines on stdin.
 
-Tests start it with `python client.py --port N` (it binds 127.0.0.1/8 on that port), wait for
+Tests start it with `python client.py --port N` (it binds 127.0.0.1/8 on that port, or the
+interface given as `--address 10.200.0.2/24`; its broadcasts go to that subnet's), wait for
 {"event": "ready"}, then send one JSON command per line, each with an "id"; the answer comes back
 as {"id": ..., "result": ...} or {"id": ..., "error": {...}}. COV notifications arrive at any
 time as {"event": "cov", ...}. Built on bacpypes3's client side, with notifications taken
@@ -414,13 +415,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--instance", type=int, default=599)
+    parser.add_argument("--address", default="127.0.0.1/8")
     args = parser.parse_args()
 
     device = DeviceObject(
         objectIdentifier=("device", args.instance), objectName="test client", vendorIdentifier=999
     )
     port = NetworkPortObject(
-        f"127.0.0.1/8:{args.port}", objectIdentifier=("network-port", 1), objectName="port"
+        f"{args.address}:{args.port}", objectIdentifier=("network-port", 1), objectName="port"
     )
     app = ClientApp.from_object_list([device, port])
     peer = Peer(app)

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,12 @@ def free_udp_port() -> int:
 class Peer:
     """One peer process speaking JSON lines (see client.py and bbmd.py)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, port: int, host: str = "127.0.0.1"
+    ) -> None:
         self.proc = proc
         self.port = port
-        self.address = f"127.0.0.1:{port}"
+        self.address = f"{host}:{port}"
         self.events: list[dict[str, Any]] = []
         self._arrived = asyncio.Event()
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -57,9 +59,19 @@ class Peer:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, script: str, port: int | None = None, *args: str) -> Peer:
+    async def start(
+        cls,
+        script: str,
+        port: int | None = None,
+        *args: str,
+        wrap: Sequence[str] = (),
+        host: str = "127.0.0.1",
+    ) -> Peer:
+        """Start `script` with `--port` and `args`. `wrap` is a command prefix (e.g.
+        `ip netns exec NAME`); `host` is the address the script binds, for `address`."""
         port = port or free_udp_port()
         proc = await asyncio.create_subprocess_exec(
+            *wrap,
             sys.executable,
             str(HERE / script),
             "--port",
@@ -70,7 +82,7 @@ class Peer:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             limit=16 * 1024 * 1024,  # one answer is one line, and some are long
         )
-        peer = cls(proc, port)
+        peer = cls(proc, port, host)
         try:
             await asyncio.wait_for(asyncio.shield(peer._ready), START_TIMEOUT_S)
         except BaseException:
