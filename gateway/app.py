@@ -204,7 +204,7 @@ class Gateway:
     # -- sources ----------------------------------------------------------------------------
 
     async def _http_ingest(self, body: bytes, peer: str) -> IngestResult:
-        result = self.ingest.vs121p(f"http:{peer}", body)
+        result = self.ingest.vs121p("http", body)
         if result.applied:
             await self.committer.durable()
         return result

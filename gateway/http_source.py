@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -95,7 +96,7 @@ class HttpServer:
             return False
         try:
             user, _, password = base64.b64decode(token, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, ValueError):  # ValueError covers non-ASCII tokens too
             return False
         # Constant-time comparison of both parts.
         ok_user = hmac.compare_digest(user.encode(), self._cfg.username.encode())
@@ -128,6 +129,12 @@ class HttpServer:
     async def _reset_counts(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.Response(status=401, text="basic auth required\n")
+        if self._cfg.username is None and not _is_loopback(request.remote):
+            # Totals are billing-grade data for some sites: no anonymous resets from the LAN.
+            log.warning(
+                "HTTP %s: reset refused: set http.username to allow it remotely", request.remote
+            )
+            return web.Response(status=403, text="reset needs http.username/password\n")
         assert self._reset is not None
         sensor = request.match_info["sensor"]
         try:
@@ -150,6 +157,13 @@ class HttpServer:
         if self._healthy():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="unhealthy\n")
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 def _one_line(text: str, limit: int = 300) -> str:

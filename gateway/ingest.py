@@ -200,9 +200,12 @@ class Ingest:
         reason: str,
         topic: str | None = None,
     ) -> IngestResult:
-        who = f"sensor {sensor_id}" if sensor_id else (f"topic {topic}" if topic else "message")
+        shown = topic if topic is None or len(topic) <= 120 else topic[:117] + "..."
+        who = f"sensor {sensor_id}" if sensor_id else (f"topic {shown}" if topic else "message")
+        # Keyed on a digest: hostile topics and reasons can be large, the table must stay small.
+        where = hashlib.sha1(f"{topic}:{reason}".encode(), usedforsecurity=False).hexdigest()[:16]
         self._quiet.warn(
-            f"{source}:{sensor_id or topic}:{result}:{reason}",
+            f"{source}:{sensor_id}:{result}:{where}",
             f"{source}: {who}: {result.value.replace('_', ' ')}: {reason}",
         )
         self._tally(source, result, sensor_id)

@@ -68,7 +68,8 @@ class BacnetSection(_Strict):
     vendor_id: int = Field(999, ge=0, le=65535)
     # Vendor_Name goes with vendor_id (ASHRAE assigns both); 999 is the id reserved for tests.
     vendor_name: str = Field("vs121-gateway", min_length=1, max_length=64)
-    password: str | None = Field(None, min_length=1, max_length=20)
+    # DeviceCommunicationControl / ReinitializeDevice password (BACnet allows 1-20 characters).
+    password: SecretStr | None = Field(None, min_length=1, max_length=20)
     bbmd: BbmdSection | None = None
 
     @field_validator("address")
@@ -204,8 +205,13 @@ class SensorSection(_Strict):
     def _identity(self) -> Self:
         if self.model == "vs121" and self.dev_eui is None:
             raise ValueError(f"sensor {self.id!r}: a vs121 (LoRaWAN) sensor needs dev_eui")
-        if self.model == "vs121-p" and self.serial is None and self.dev_eui is None:
+        if self.model == "vs121-p" and self.serial is None:
             raise ValueError(f"sensor {self.id!r}: a vs121-p sensor needs serial (its device_sn)")
+        if self.stale_after is not None and self.stale_after <= self.report_interval:
+            raise ValueError(
+                f"sensor {self.id!r}: stale_after {self.stale_after} must be longer than "
+                f"report_interval {self.report_interval}, or the sensor flips stale every period"
+            )
         return self
 
     @property
@@ -449,9 +455,29 @@ def describe_errors(exc: ValidationError) -> list[str]:
             lines.append(f"{key}: unknown key (not a setting; check the spelling)")
             continue
         value = err.get("input")
-        shown = _short(value)
+        shown = "(hidden)" if _secret_key(key) else _short(_redact(value))
         lines.append(f"{key} = {shown}: {msg}" if key != "(top level)" else msg)
     return lines
+
+
+_SECRET_WORDS = ("password", "secret", "token")
+
+
+def _secret_key(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1].lower()
+    return any(word in last for word in _SECRET_WORDS) and not last.endswith("_file")
+
+
+def _redact(value: Any) -> Any:
+    """Error messages quote the offending input: never with a secret in it."""
+    if isinstance(value, dict):
+        return {
+            k: "(hidden)" if isinstance(k, str) and _secret_key(k) else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

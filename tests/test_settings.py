@@ -131,3 +131,26 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[bacnet\n"))
+
+
+def test_errors_never_quote_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VS121GW_BACNET__PASSWORD", "Env-secret-password-far-too-long-for-bacnet")
+    text = (
+        '[mqtt]\npassword = "Hunter2-mqtt"\n'  # a password without a username: invalid
+        '[http]\nusername = "u"\npassword = "Hunter2-http"\npassword_file = "/x"\n'
+    )
+    msg = problems(tmp_path, text)
+    assert "Hunter2" not in msg
+    assert "Env-secret" not in msg
+    assert "bacnet.password" in msg
+
+
+def test_vs121p_needs_its_serial_and_stale_after_must_exceed_the_interval(tmp_path: Path) -> None:
+    text = (
+        '[[sensors]]\nid = "p"\nname = "P"\nnumber = 1\nmodel = "vs121-p"\n'
+        'dev_eui = "24e124538c000009"\nreport_interval = 300\nstale_after = 200\n'
+    )
+    msg = problems(tmp_path, text)
+    assert "needs serial" in msg
+    ok = text.replace('dev_eui = "24e124538c000009"', 'serial = "369362028335"')
+    assert "stale_after 200 must be longer than report_interval 300" in problems(tmp_path, ok)

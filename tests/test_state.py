@@ -348,3 +348,14 @@ def test_restore_rejects_malformed_documents(broken: dict[str, Any]) -> None:
     state, _, _ = make()
     with pytest.raises((ValueError, TypeError, KeyError)):
         state.restore("s1", broken)
+
+
+def test_old_report_delivered_late_is_not_fresh() -> None:
+    # A message the broker kept for two hours: its values are used, the sensor is not "online".
+    state, _, changes = make(stale=600)
+    result = state.apply(rep({"people_count_all": 4}, at=T0 - 7200))
+    assert result.outcome is Outcome.APPLIED
+    assert state.current("s1")["people_count_all"] == 4
+    assert state.current("s1")["online"] == 0
+    assert state.current("s1")["status"] == STATUS_STALE
+    assert all(c.online is not True for c in changes)

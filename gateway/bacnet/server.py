@@ -179,7 +179,7 @@ class BacnetServer:
             self._objects,
             self._cov,
             self._write,
-            password=cfg.password,
+            password=None if cfg.password is None else cfg.password.get_secret_value(),
             on_reinitialize=self._on_reinitialize,
         )
         if bbmd is None:
