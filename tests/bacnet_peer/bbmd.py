@@ -15,7 +15,7 @@ import signal
 import sys
 
 from bacpypes3.app import Application
-from bacpypes3.basetypes import BDTEntry, IPMode
+from bacpypes3.basetypes import IPMode
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
 
@@ -34,7 +34,8 @@ async def main() -> None:
     port.bacnetIPMode = IPMode.bbmd
     port.bbmdAcceptFDRegistrations = True
     port.bbmdForeignDeviceTable = []
-    port.bbmdBroadcastDistributionTable = [BDTEntry(address)]
+    # No peers: an entry for itself would lose its port (bacpypes3) and send to 47808.
+    port.bbmdBroadcastDistributionTable = []
     app = Application.from_object_list([device, port])
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
