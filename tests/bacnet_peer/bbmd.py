@@ -13,11 +13,22 @@ import asyncio
 import json
 import signal
 import sys
+from typing import Any
 
 from bacpypes3.app import Application
 from bacpypes3.basetypes import IPMode
 from bacpypes3.local.device import DeviceObject
 from bacpypes3.local.networkport import NetworkPortObject
+
+
+async def sockets_bound(app: Any) -> None:
+    """bacpypes3 binds its UDP sockets in background tasks: a peer that says "ready" before
+    they are bound loses the first datagrams sent to it (seen under CPU load)."""
+    tasks: list[Any] = []
+    for link in app.link_layers.values():
+        tasks.extend(getattr(link.server, "_transport_tasks", ()))  # bacpypes3 0.0.110
+    if tasks:
+        await asyncio.wait_for(asyncio.gather(*tasks), 10.0)
 
 
 async def main() -> None:
@@ -37,6 +48,7 @@ async def main() -> None:
     # No peers: an entry for itself would lose its port (bacpypes3) and send to 47808.
     port.bbmdBroadcastDistributionTable = []
     app = Application.from_object_list([device, port])
+    await sockets_bound(app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -411,6 +411,16 @@ class Peer:
         return enabled
 
 
+async def sockets_bound(app: Any) -> None:
+    """bacpypes3 binds its UDP sockets in background tasks: a peer that says "ready" before
+    they are bound loses the first datagrams sent to it (seen under CPU load)."""
+    tasks: list[Any] = []
+    for link in app.link_layers.values():
+        tasks.extend(getattr(link.server, "_transport_tasks", ()))  # bacpypes3 0.0.110
+    if tasks:
+        await asyncio.wait_for(asyncio.gather(*tasks), 10.0)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -425,6 +435,7 @@ async def main() -> None:
         f"{args.address}:{args.port}", objectIdentifier=("network-port", 1), objectName="port"
     )
     app = ClientApp.from_object_list([device, port])
+    await sockets_bound(app)
     peer = Peer(app)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
