@@ -91,8 +91,16 @@ class ModbusTcpSection(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(5020, ge=1, le=65535)
-    # Connections beyond this are closed at once, so a misbehaving client cannot exhaust us.
+    # When this many are open, a newcomer takes the slot of the connection idle longest, so
+    # idle, slow or vanished clients can never lock a SCADA out.
     max_connections: int = Field(16, ge=1, le=1024)
+    # A connection that completes no request for this long is closed; 0 = never.
+    idle_timeout_s: float = Field(120.0, ge=0, le=86400)
+    # TCP keepalive per socket: first probe after keepalive_idle_s of silence, then every
+    # keepalive_interval_s; after keepalive_count unanswered probes the peer is gone.
+    keepalive_idle_s: int = Field(30, ge=1, le=7200)
+    keepalive_interval_s: int = Field(10, ge=1, le=600)
+    keepalive_count: int = Field(3, ge=1, le=20)
 
 
 class ModbusRtuSection(_Strict):
@@ -117,6 +125,10 @@ class ModbusRtuSection(_Strict):
 
 class ModbusSection(_Strict):
     word_order: Literal["high_first", "low_first"] = "high_first"
+    # "blocks": one device, sensor n at n x 200 + offset. "unit_per_sensor": unit id = sensor
+    # number (1..247), the same layout in every unit, the gateway's block on gateway_unit_id.
+    addressing: Literal["blocks", "unit_per_sensor"] = "blocks"
+    gateway_unit_id: int = Field(247, ge=1, le=247)
     tcp: ModbusTcpSection = ModbusTcpSection()
     rtu: ModbusRtuSection = ModbusRtuSection()
 
