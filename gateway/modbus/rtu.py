@@ -1,15 +1,31 @@
-"""The Modbus RTU slave: one serial port, supervised, answering only its own unit id.
+"""The Modbus RTU slave: one serial port, supervised, answering only its own unit id(s).
 
-Why our own slave instead of pymodbus's serial server: on a shared RS485 line a slave must stay
-silent for every other unit id (pymodbus 3.16 answers them with exception 4), must survive the
-adapter being unplugged (pymodbus never reopens the port) and should not answer a request the
-master has already given up on. The framing (`rtu_framing`) and the protocol logic (`pdu`) are
-small and are tested against two independent masters (pymodbus's client and libmodbus's mbpoll).
+Why our own slave (and TCP server, `tcp`) and not pymodbus's servers. Verified on pymodbus 3.16.1
+(paths under site-packages/pymodbus); tests/test_pymodbus_defects.py runs pymodbus's own server
+and expects each defect, so an upgrade that fixes one fails there and asks for a new look:
+
+- Other unit ids on a shared RS485 line get exception 04, not silence, even with
+  ignore_missing_devices: `simulator/simcore.py:36` raises KeyError for an unknown id, which
+  `server/requesthandler.py:106-114` answers (the flag covers only NoSuchIdException, 96-105).
+- Broadcasts (unit 0) take the same path unless broadcast_enable (`requesthandler.py:86-91`),
+  and another slave's exception response is decoded as a request and answered.
+- A request that arrives in the same read as another slave's reply is lost: the RTU framer
+  reports the whole buffer as used after the first frame (`framer/rtu.py:100`).
+- A late answer carries the next request's ids: `server/requesthandler.py:115-116` copies them
+  from `self.last_pdu`, which the next request overwrote (`transaction/transaction.py:273`).
+- Pipelined TCP requests wait forever: one frame is decoded per data_received
+  (`transport/transport.py:313-314`).
+- A serial port that vanished is never reopened (`transport/transport.py:261-276`).
+
+Its clients are sound, and the relay-module master uses them (`gateway.modbus.master`). The
+framing (`rtu_framing`) and protocol logic (`pdu`) here are small and are tested against two
+independent masters (pymodbus's client and libmodbus's mbpoll).
 
 Line etiquette: a response waits until the line has been quiet for 3.5 character times after the
 request (configurable), and is dropped if anything else was heard meanwhile: the master has moved
-on, and talking now could collide with another device. Broadcasts (unit 0) are ignored: a write
-meant for other devices must not reset our counters.
+on, and talking now could collide with another device. Broadcasts (unit 0) are neither executed
+nor answered: a write meant for other devices must not reset our counters. The scanner follows
+the bus, so nothing inside another slave's reply is ever taken for a request (`rtu_framing`).
 """
 
 from __future__ import annotations
