@@ -213,9 +213,9 @@ def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
             )
         )
     elif fmt == "modbus":
-        out.write(render_modbus_markdown(points, order))
+        out.write(render_modbus_markdown(points, order, settings.modbus))
     else:
-        out.write(render_modbus_csv(points, order))
+        out.write(render_modbus_csv(points, order, settings.modbus))
     return EXIT_OK
 
 

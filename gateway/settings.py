@@ -129,6 +129,14 @@ class ModbusSection(_Strict):
     # number (1..247), the same layout in every unit, the gateway's block on gateway_unit_id.
     addressing: Literal["blocks", "unit_per_sensor"] = "blocks"
     gateway_unit_id: int = Field(247, ge=1, le=247)
+    # Sensors the addressing mode cannot reach (blocks: number above 327; unit_per_sensor:
+    # above 247): a config error naming them, or served on BACnet only with one warning.
+    unaddressable_sensors: Literal["error", "bacnet_only"] = "error"
+
+    @property
+    def served(self) -> bool:
+        return self.tcp.enabled or self.rtu.enabled
+
     tcp: ModbusTcpSection = ModbusTcpSection()
     rtu: ModbusRtuSection = ModbusRtuSection()
 
@@ -396,7 +404,12 @@ class Settings(BaseSettings):
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
         if not problems:
-            problems.extend(find_conflicts(self.points()))
+            m = self.modbus
+            check_addresses = (
+                m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error"
+            )
+            problems.extend(find_conflicts(self.points(), modbus=check_addresses))
+            problems.extend(self._modbus_unit_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -444,6 +457,27 @@ class Settings(BaseSettings):
                         f"alarms[{i}].output: the same output as alarms[{outputs[key]}]"
                     )
                 outputs.setdefault(key, i)
+        return problems
+
+    def _modbus_unit_problems(self) -> list[str]:
+        """unit_per_sensor addressing: unit ids are sensor numbers, so they must fit and not
+        collide with the gateway's own unit id."""
+        m = self.modbus
+        if not m.served or m.addressing != "unit_per_sensor":
+            return []
+        problems: list[str] = []
+        for i, s in enumerate(self.sensors):
+            if s.number == m.gateway_unit_id:
+                problems.append(
+                    f"sensors[{i}].number: {s.number} is modbus.gateway_unit_id, the gateway's "
+                    "own unit id; choose another gateway_unit_id (1..247)"
+                )
+            elif s.number > 247 and m.unaddressable_sensors == "error":
+                problems.append(
+                    f"sensors[{i}].number: {s.number} has no Modbus unit id (1..247) with "
+                    'modbus.addressing = "unit_per_sensor"; renumber it, or set '
+                    'modbus.unaddressable_sensors = "bacnet_only"'
+                )
         return problems
 
     def sensor_specs(self) -> list[SensorSpec]:

@@ -338,6 +338,21 @@ async def test_local_echo_is_not_taken_for_a_request(rtu_factory: RigFactory) ->
     assert rig.commands.resets == ["lobby"]
 
 
+@pytest.mark.asyncio
+async def test_a_broadcast_write_is_not_executed(rtu_factory: RigFactory) -> None:
+    rig = await rtu_factory()
+    master = RawMaster(rig.pair.master_path)
+    try:
+        master.send(with_crc(struct.pack(">BBHH", 0, 5, LOBBY_BASE + 20, 0xFF00)))
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+        assert master.pending == b""
+    finally:
+        master.close()
+    assert rig.commands.resets == []
+    assert ("rtu", "not_addressed") in rig.requests
+
+
 # -- following the bus: nothing inside another slave's reply is a request ------------------------
 
 RESET_LOBBY = with_crc(struct.pack(">BBHH", 1, 5, LOBBY_BASE + 20, 0xFF00))

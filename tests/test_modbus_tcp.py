@@ -414,6 +414,23 @@ async def test_a_newcomer_beyond_the_limit_takes_the_idle_slot(rig_factory: RigF
 
 
 @pytest.mark.asyncio
+async def test_a_function_code_with_the_exception_bit_gets_no_answer(
+    rig_factory: RigFactory,
+) -> None:
+    """`83 01` would read as an exception to function 3: such a request gets silence."""
+    rig = await rig_factory()
+    reader, writer = await asyncio.open_connection(HOST, rig.port)
+    try:
+        writer.write(struct.pack(">HHHBBHH", 1, 0, 6, 1, 0x83, 0, 1))
+        writer.write(struct.pack(">HHHBBHH", 2, 0, 6, 1, 3, 0, 1))
+        answer = await asyncio.wait_for(reader.readexactly(11), 2)
+        assert struct.unpack(">HHHBB", answer[:8]) == (2, 0, 5, 1, 3)  # only the second
+    finally:
+        writer.close()
+    assert ("tcp", "bad_frame") in rig.requests
+
+
+@pytest.mark.asyncio
 async def test_split_and_pipelined_frames(rig_factory: RigFactory) -> None:
     rig = await rig_factory()
     reader, writer = await asyncio.open_connection(HOST, rig.port)
