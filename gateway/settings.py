@@ -110,7 +110,7 @@ class ModbusRtuSection(_Strict):
     parity: Literal["N", "E", "O"] = "N"
     bytesize: Literal[7, 8] = 8
     stopbits: Literal[1, 2] = 1
-    unit_id: int = Field(1, ge=1, le=247)
+    unit_id: int = Field(1, ge=1, le=247)  # blocks addressing; unit_per_sensor uses the numbers
     # At start-up, a missing port is either a fatal error or something to wait for.
     missing_port: Literal["fail", "wait"] = "wait"
     # Let the kernel drive RTS for the RS485 transceiver (TIOCSRS485); for UARTs wired to a

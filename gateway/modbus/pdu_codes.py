@@ -23,7 +23,7 @@ class Outcome(StrEnum):
     ILLEGAL_ADDRESS = "illegal_address"
     ILLEGAL_VALUE = "illegal_value"
     DEVICE_FAILURE = "device_failure"
-    BAD_FRAME = "bad_frame"  # CRC error or garbage on the line, malformed MBAP header
+    BAD_FRAME = "bad_frame"  # CRC error, line noise, malformed MBAP, function code 128-255
     NOT_ADDRESSED = "not_addressed"  # another unit id (RTU: silence, TCP: 0B), or a broadcast
 
 
