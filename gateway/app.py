@@ -51,7 +51,12 @@ class Gateway:
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)
-        self.ingest = Ingest(settings.sensors, self.state, count=self._count)
+        self.ingest = Ingest(
+            settings.sensors,
+            self.state,
+            count=self._count,
+            lines_refused=lambda sensor: self.metrics.line_counts_refused.inc(sensor=sensor),
+        )
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
@@ -81,6 +86,8 @@ class Gateway:
             m.duplicates.inc(sensor=sensor_id)
         elif result is Result.UNKNOWN_DEVICE:
             m.unknown_devices.inc()
+        elif result is Result.MAC_ONLY and sensor_id:
+            m.mac_only.inc(sensor=sensor_id)
 
     def _on_write(self, seconds: float) -> None:
         self.metrics.state_writes.inc()

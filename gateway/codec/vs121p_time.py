@@ -33,8 +33,12 @@ _LOCAL_TIME = re.compile(
 )
 # fromisoformat also takes bare dates; a report time must carry a time of day.
 _ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}", re.ASCII)
+# The leading offset; Milesight firmware may follow it with a name ("UTC+8:00 China Standard
+# Time") or wrap it ("(UTC-08:00) United States - Pacific"). A name must be set apart by a space
+# or the closing parenthesis, so "UTC+8:75" is not read as "UTC+8" plus ":75".
 _TIMEZONE = re.compile(
-    r"(UTC|GMT)?\s*(?:([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?)?", re.ASCII | re.IGNORECASE
+    r"\(?\s*(UTC|GMT)?\s*(?:([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?)?\s*(\))?(?:\s+.*|(?<=\)).*)?",
+    re.ASCII | re.IGNORECASE | re.DOTALL,
 )
 
 
@@ -67,13 +71,17 @@ def read_timezone(info: Mapping[Any, Any], out: DecodeResult) -> timezone | str:
 
 
 def _parse_offset(raw: object) -> timezone | None:
-    """'UTC+8:00', 'UTC-3:30', 'UTC', 'GMT+5:45', '+08:00' -> a fixed-offset zone."""
-    if not isinstance(raw, str) or len(raw) > fields.MAX_SHOWN:
+    """'UTC+8:00', 'UTC-3:30', 'UTC', 'GMT+5:45', '+08:00' -> a fixed-offset zone.
+
+    Text after the offset is a zone name and is ignored: 'UTC-0:00 WET/GMT' is UTC.
+    """
+    if not isinstance(raw, str):
         return None
-    match = _TIMEZONE.fullmatch(raw.strip())
+    # Only the leading offset matters, so a long zone name is cut rather than refused.
+    match = _TIMEZONE.fullmatch(raw[: fields.MAX_SHOWN].strip())
     if match is None:
         return None
-    prefix, sign, hours, minutes = match.groups()
+    prefix, sign, hours, minutes, _closing = match.groups()
     if sign is None:
         # A bare "UTC"/"GMT" is offset zero; an empty string is no zone at all.
         return UTC if prefix else None
