@@ -4,8 +4,10 @@ Used by the report readers in `vs121p`. Facts and choices:
 - Local times ("2022/12/20 18:15:52") take the offset from `time_info.timezone`. The guide does
   not say whether that offset already includes daylight saving time when `dst_status` is true
   (its settings page shows a fixed "(UTC-08:00)" zone beside a separate DST switch). We read
-  `timezone` as the offset in effect and ignore `dst_status`; if a firmware turns out to send
-  the standard offset, `read_timezone` is the one place to add the hour.
+  `timezone` as the offset in effect; `dst_status` does not shift it (if a firmware turns out to
+  send the standard offset, `read_timezone` is the one place to add the hour). The flag still
+  enters the report identity, so the hour repeated at the autumn change is not merged.
+- Only the leading offset of `timezone` is read; a zone name after it is ignored.
 - Times with their own offset ("2022-12-20T18:15:52+03:00") use that offset. Timestamps are
   whole unix seconds (the guide shows none, but fractions would be dropped).
 - A report's zone is passed around as `timezone | str`: the string, given when there is no zone
