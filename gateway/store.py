@@ -63,6 +63,21 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+_TAIL_CHUNK = 1 << 20
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just past the file's last newline (0 if it has none), read from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
 class Journal:
     """An append-only file of JSON lines, fsynced per batch."""
 
@@ -75,14 +90,18 @@ class Journal:
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self._fd).st_size
-        # A torn last line (a crash mid-append) must not swallow the next record: cut it off.
-        if self.size:
-            tail = os.pread(self._fd, min(self.size, 1 << 20), max(0, self.size - (1 << 20)))
-            keep = self.size - len(tail) + tail.rfind(b"\n") + 1
-            if keep != self.size:
-                os.ftruncate(self._fd, keep)
-                os.fsync(self._fd)
-                self.size = keep
+        # A torn last line (a crash mid-append) must not swallow the next record: cut it off,
+        # however long it is (one batch can be megabytes).
+        keep = _after_last_newline(self._fd, self.size)
+        if keep != self.size:
+            log.warning(
+                "journal %s: cut %d bytes of an unfinished record (a crash mid-write)",
+                self.path,
+                self.size - keep,
+            )
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+            self.size = keep
         if created:
             _fsync_dir(self.path.parent)
 

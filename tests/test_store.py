@@ -181,6 +181,34 @@ def test_torn_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
     assert [json.loads(line)["s"] for line in lines] == [1, 2]
 
 
+@pytest.mark.parametrize("torn", [3 * (1 << 20) // 2, 5 * (1 << 20) + 7])
+def test_torn_tail_over_a_mebibyte_is_cut_whole(tmp_path: Path, torn: int) -> None:
+    # A batch of many records torn mid-write: more than one read chunk without a newline.
+    asyncio.run(committed(tmp_path, [("s1", 1, 3)], snapshot=False))
+    path = tmp_path / "journal.jsonl"
+    complete = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(b'{"s":2,"id":"s1","d":{"x":"' + b"y" * torn)
+    asyncio.run(committed(tmp_path, [("s1", 3, 4)], snapshot=False))
+    # The record acknowledged after the tear survives the next start, and the one after it.
+    assert total_in(reopen(tmp_path), "s1") == 7
+    lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["s"] for line in lines] == [1, 2]
+    assert path.stat().st_size < complete * 3
+    asyncio.run(committed(tmp_path, [("s1", 5, 1)], snapshot=False))
+    assert total_in(reopen(tmp_path), "s1") == 8
+
+
+def test_journal_without_any_newline_is_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(b"x" * (2 * (1 << 20) + 1))
+    journal = Journal(path)
+    journal.open()
+    journal.append(b'{"a":1}\n')
+    journal.close()
+    assert journal.records() == [{"a": 1}]
+
+
 def test_failed_append_leaves_no_partial_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
