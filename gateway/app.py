@@ -10,9 +10,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, control_token
 from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
+from gateway.config_audit import open_endpoints
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
@@ -74,6 +75,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
+        self._control_token: str | None = None
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -107,6 +109,9 @@ class Gateway:
         restored = self.store.load_into(self.state)
         self.store.journal.open()
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
+        self._control_token = control_token.create(self.settings.gateway.state_dir)
+        for warning in open_endpoints(self.settings):
+            log.warning("configuration: %s", warning)
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
@@ -176,6 +181,7 @@ class Gateway:
                 healthy=self._healthy,
                 reset=self.reset_counts,
                 status=self.status_document,
+                control_token=self._control_token,
             )
             await self.http.start()
         if cfg.mqtt.enabled:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from gateway import __version__
+from gateway import __version__, control_token
 from gateway.codec.result import DecodeResult, new_result
 from gateway.codec.vs121_downlink import command_from_json, encode_commands
 from gateway.codec.vs121_uplink import decode_uplink
@@ -220,9 +220,13 @@ def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.config_audit import open_endpoints, plaintext_secrets  # noqa: PLC0415
+
     settings = load_settings(args.config)
     n = len(settings.sensors)
     out.write(f"{args.config}: OK ({n} sensor{'s' if n != 1 else ''})\n")
+    for warning in plaintext_secrets(args.config) + open_endpoints(settings):
+        out.write(f"{args.config}: warning: {warning}\n")
     return EXIT_OK
 
 
@@ -257,12 +261,16 @@ def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    http = _load(args.config).http
+    settings = _load(args.config)
+    http = settings.http
     scheme = "https" if http.tls_cert_file else "http"
     url = f"{scheme}://{http.host}:{http.port}/api/sensors/{args.sensor}/reset"
     request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 (http/https only)
     password = http.basic_auth_password()
-    if http.username and password is not None:
+    local = control_token.read(settings.gateway.state_dir)
+    if local is not None:
+        request.add_header(control_token.HEADER, local)
+    elif http.username and password is not None:
         token = base64.b64encode(f"{http.username}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
