@@ -110,7 +110,7 @@ class Gateway:
         self.store.journal.open()
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
         self._control_token = control_token.create(self.settings.gateway.state_dir)
-        for warning in open_endpoints(self.settings):
+        for warning in open_endpoints(self.settings, bacnet=False):  # BACnet warns itself
             log.warning("configuration: %s", warning)
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
@@ -118,6 +118,8 @@ class Gateway:
         try:
             self.state.publish_gateway(self.gateway_values())
             await self.relay.start()  # outputs driven to what the rules say, before any sink
+            if stop.is_set():
+                return  # stopped while starting: no sink or source to open only to close it
             await self._start_sinks()
             await self._start_sources()
             self.ready.set()

@@ -11,20 +11,25 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from gateway import __version__, control_token
-from gateway.codec.result import DecodeResult, new_result
-from gateway.codec.vs121_downlink import command_from_json, encode_commands
-from gateway.codec.vs121_uplink import decode_uplink
-from gateway.codec.vs121p import parse_report_bytes
-from gateway.errors import ConfigError, EncodeError
-from gateway.pointdocs import (
+from gateway import early_signals
+
+# Before the slow imports below: `run` must not die by a stop signal sent while it loads.
+early_signals.install_if_run(__name__, sys.argv)
+
+from gateway import __version__, control_token  # noqa: E402
+from gateway.codec.result import DecodeResult, new_result  # noqa: E402
+from gateway.codec.vs121_downlink import command_from_json, encode_commands  # noqa: E402
+from gateway.codec.vs121_uplink import decode_uplink  # noqa: E402
+from gateway.codec.vs121p import parse_report_bytes  # noqa: E402
+from gateway.errors import ConfigError, EncodeError  # noqa: E402
+from gateway.pointdocs import (  # noqa: E402
     render_csv,
     render_ede,
     render_modbus_csv,
     render_modbus_markdown,
     render_table,
 )
-from gateway.settings import Settings, load_default, load_settings
+from gateway.settings import Settings, load_default, load_settings  # noqa: E402
 
 EXIT_OK = 0
 EXIT_DECODE_ERRORS = 1  # at least one payload had errors (its line is still printed)

@@ -50,7 +50,7 @@ def _secret_keys(doc: Mapping[str, Any], prefix: tuple[str, ...]) -> Iterator[tu
             yield (*prefix, key)
 
 
-def open_endpoints(settings: Settings) -> list[str]:
+def open_endpoints(settings: Settings, *, bacnet: bool = True) -> list[str]:
     """One warning per endpoint that accepts reports or actions from a network, not only from
     this machine, without a password."""
     warnings = []
@@ -74,10 +74,10 @@ def open_endpoints(settings: Settings) -> list[str]:
             f"port {tcp.port} can write the writable points (reset counts, alarm thresholds, "
             "relay override); limit it with a firewall or a dedicated network"
         )
-    bacnet = settings.bacnet
-    if bacnet.enabled and bacnet.password is None and not _loopback(bacnet.address.split("/")[0]):
+    bac = settings.bacnet
+    if bacnet and bac.enabled and bac.password is None and not _loopback(bac.address.split("/")[0]):
         warnings.append(
-            f"bacnet.address = {bacnet.address!r} without bacnet.password: any BACnet "
+            f"bacnet.address = {bac.address!r} without bacnet.password: any BACnet "
             "client on the network can silence or restart the gateway's device "
             "(DeviceCommunicationControl, ReinitializeDevice)"
         )
