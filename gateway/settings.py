@@ -512,7 +512,23 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        raise ConfigError("\n".join(where + line for line in describe_errors(exc))) from None
+        lines = describe_errors(exc) + _cross_problems_despite(exc, data)
+        raise ConfigError("\n".join(where + line for line in lines)) from None
+
+
+def _cross_problems_despite(exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    """The checks across sections (alarms against sensors, duplicate numbers, ...) run only
+    once every section is valid. So that one run reports every problem, run them again with
+    the broken sections (other than the sensor and alarm lists, which they are about) left at
+    their defaults, and add what they find."""
+    broken = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    if not broken or broken & {"sensors", "alarms"} or not broken <= set(data):
+        return []
+    try:
+        Settings(**{k: v for k, v in data.items() if k not in broken})
+    except ValidationError as again:
+        return [line for line in describe_errors(again) if line not in describe_errors(exc)]
+    return []
 
 
 DEFAULT_CONFIG_NAME = "default.toml"

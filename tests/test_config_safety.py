@@ -50,6 +50,20 @@ def test_every_alarm_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert f"{config}: alarms[0].sensors: a sensor is listed twice" in lines
 
 
+def test_section_errors_and_alarm_problems_are_reported_together(tmp_path: Path) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(
+        "[bacnet]\nport = 70000\n" + SENSOR + '[[alarms]]\nid = "r"\nname = "R"\nnumber = 1\n'
+        'sensors = ["nope"]\nthreshold = 5\nhysteresis = 9\n'
+    )
+    out = check_config(config)
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert any("bacnet.port = 70000: Input should be less than or equal to" in x for x in lines)
+    assert f"{config}: alarms[0].sensors: 'nope' is not a configured sensor" in lines
+    assert any("alarms[0].hysteresis = 9: larger than the threshold 5" in x for x in lines)
+
+
 def test_plaintext_passwords_are_warned_about(tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text(
