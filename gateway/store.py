@@ -315,7 +315,9 @@ class StateStore:
     def write_snapshots(self, docs: dict[str, bytes]) -> None:
         if not docs:
             return
-        self.journal.mark(max(_applied_seq(doc) for doc in docs.values()))
+        # Only an aid for the start-up check: a full disk must not stop the snapshot for it.
+        with contextlib.suppress(OSError):
+            self.journal.mark(max(_applied_seq(doc) for doc in docs.values()))
         for sensor_id, data in docs.items():
             path = self.path_for(sensor_id)
             tmp = path.with_name(f".{path.name}.tmp")
