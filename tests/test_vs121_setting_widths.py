@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway.codec.vs121_downlink import command_from_json
+from gateway.codec.vs121_downlink import command_from_json, decode_downlink
 from gateway.codec.vs121_uplink import decode_hex, decode_uplink
 
 EVERY_DAY = dict.fromkeys(("sun", "mon", "tue", "wed", "thu", "fri", "sat"), "enable")
@@ -88,3 +88,24 @@ def test_cut_short_is_still_an_error() -> None:
     result = decode_hex("ff4601")
     assert result["errors"]
     assert "cut short" in result["errors"][0]
+
+
+@pytest.mark.parametrize(
+    ("guide", "vendor"),
+    [("ff460103", "ff46010300"), ("f99501007fb004", "f99501007fb00400")],
+)
+def test_downlink_decoder_reads_the_vendor_encoders_width_too(guide: str, vendor: str) -> None:
+    after = "ff03b004"
+    for tail in ("", after):
+        wide = decode_downlink(bytes.fromhex(vendor + tail))
+        assert wide["errors"] == []
+        assert wide == decode_downlink(bytes.fromhex(guide + tail))
+    # The encoder stays on the guide's form.
+    command = decode_downlink(bytes.fromhex(vendor))["data"]["commands"][0]
+    assert command_from_json(command).encode().hex() == guide
+
+
+def test_downlink_decoder_refuses_a_wide_value_out_of_range() -> None:
+    result = decode_downlink(bytes.fromhex("ff46012c01"))  # 300 s: the vendor form, over 60
+    assert result["data"]["commands"] == []
+    assert "out of range" in result["errors"][0]
