@@ -49,8 +49,10 @@ Byte layouts follow the guide's tables and examples. The vendor's public encoder
 replies decoded in `vs121_responses`) differ in places; the guide's examples are what this encodes:
 f9 95 has a 2-byte time (vendor: 3 bytes), ff 46 a 1-byte debounce time (vendor: 2 bytes), f9 97
 is feature then enable (vendor: enable then feature), and the debug log is f9 89 00 <level>
-(vendor: f9 88). Two-byte bitmaps are written as the guide's example reads them: channel mask
-ff 00 in block 1 enables channels 8-15, i.e. the first byte holds the high bits.
+(vendor: f9 88). `decode_downlink` also reads the vendor's wider f9 95 and ff 46 (one more time
+byte) when the payload's length says which form it is. Two-byte bitmaps are written as the
+guide's example reads them: channel mask ff 00 in block 1 enables channels 8-15, i.e. the first
+byte holds the high bits.
 
 The code is split by concern: `vs121_downlink_fields` holds the field kinds (checks, byte layouts
 and JSON forms of single fields), `vs121_downlink_registry` the `Command` base class and the
