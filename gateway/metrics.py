@@ -371,6 +371,7 @@ MESSAGE_OUTCOMES: Final = (
     "unknown_device",
     "rejected",
     "overflow",
+    "mac_only",
 )
 
 
@@ -392,6 +393,8 @@ class GatewayMetrics:
     downlinks: Counter
     bacnet_fd_registered: Gauge
     modbus_requests: Counter
+    mac_only: Counter
+    line_counts_refused: Counter
 
 
 def default_metrics(registry: Registry | None = None) -> GatewayMetrics:
@@ -458,6 +461,16 @@ def default_metrics(registry: Registry | None = None) -> GatewayMetrics:
             "vs121gw_modbus_requests_total",
             "Modbus requests answered, by transport and outcome.",
             ("transport", "outcome"),
+        ),
+        mac_only=r.counter(
+            "vs121gw_mac_only_total",
+            "Uplinks with MAC commands only (fPort 0).",
+            ("sensor",),
+        ),
+        line_counts_refused=r.counter(
+            "vs121gw_lines_refused_total",
+            "Reports without a usable time: line counts left out.",
+            ("sensor",),
         ),
     )
 

@@ -344,16 +344,18 @@ class AlarmSection(_Strict):
             raise ValueError("use 1-64 letters, digits, '_', '.', '-'")
         return v
 
-    @model_validator(mode="after")
-    def _unique_sensors(self) -> Self:
+    def problems(self, where: str) -> list[str]:
+        """What is wrong with the rule on its own; checked with the rest of the configuration
+        (Settings._alarm_problems) so that every problem is reported at once."""
+        problems = []
         if len(set(self.sensors)) != len(self.sensors):
-            raise ValueError(f"alarm {self.id!r}: a sensor is listed twice")
+            problems.append(f"{where}.sensors: a sensor is listed twice")
         if self.hysteresis > self.threshold:
-            raise ValueError(
-                f"alarm {self.id!r}: hysteresis {self.hysteresis:g} is larger than the threshold "
-                f"{self.threshold:g}; the alarm could never clear"
+            problems.append(
+                f"{where}.hysteresis = {self.hysteresis:g}: larger than the threshold "
+                f"{self.threshold:g}, so the alarm could never clear (allowed: 0..threshold)"
             )
-        return self
+        return problems
 
     def spec(self) -> RuleSpec:
         return RuleSpec(id=self.id, name=self.name, number=self.number)
@@ -411,7 +413,7 @@ class Settings(BaseSettings):
             problems.extend(find_conflicts(self.points(), modbus=check_addresses))
             problems.extend(self._modbus_unit_problems())
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # one line each in describe_errors
         return self
 
     def _alarm_problems(self) -> list[str]:
@@ -429,6 +431,7 @@ class Settings(BaseSettings):
         outputs: dict[tuple[object, ...], int] = {}
         serial: dict[str, tuple[int, ModbusCoilOutput]] = {}
         for i, a in enumerate(self.alarms):
+            problems.extend(a.problems(f"alarms[{i}]"))
             for sid in a.sensors:
                 if sid not in known:
                     problems.append(f"alarms[{i}].sensors: {sid!r} is not a configured sensor")
@@ -502,7 +505,10 @@ def describe_errors(exc: ValidationError) -> list[str]:
             continue
         value = err.get("input")
         shown = "(hidden)" if _secret_key(key) else _short(_redact(value))
-        lines.append(f"{key} = {shown}: {msg}" if key != "(top level)" else msg)
+        if key == "(top level)":
+            lines.extend(msg.splitlines())
+        else:
+            lines.append(f"{key} = {shown}: {msg}")
     return lines
 
 
@@ -552,7 +558,23 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        raise ConfigError("\n".join(where + line for line in describe_errors(exc))) from None
+        lines = describe_errors(exc) + _cross_problems_despite(exc, data)
+        raise ConfigError("\n".join(where + line for line in lines)) from None
+
+
+def _cross_problems_despite(exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    """The checks across sections (alarms against sensors, duplicate numbers, ...) run only
+    once every section is valid. So that one run reports every problem, run them again with
+    the broken sections (other than the sensor and alarm lists, which they are about) left at
+    their defaults, and add what they find."""
+    broken = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    if not broken or broken & {"sensors", "alarms"} or not broken <= set(data):
+        return []
+    try:
+        Settings(**{k: v for k, v in data.items() if k not in broken})
+    except ValidationError as again:
+        return [line for line in describe_errors(again) if line not in describe_errors(exc)]
+    return []
 
 
 DEFAULT_CONFIG_NAME = "default.toml"

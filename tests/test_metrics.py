@@ -263,6 +263,10 @@ vs121gw_bacnet_fd_registered 0
 # TYPE vs121gw_downlinks_total counter
 # HELP vs121gw_duplicates_total Reports dropped as repeats of one already applied.
 # TYPE vs121gw_duplicates_total counter
+# HELP vs121gw_lines_refused_total Reports without a usable time: line counts left out.
+# TYPE vs121gw_lines_refused_total counter
+# HELP vs121gw_mac_only_total Uplinks with MAC commands only (fPort 0).
+# TYPE vs121gw_mac_only_total counter
 # HELP vs121gw_messages_total Messages received, by source and what became of them.
 # TYPE vs121gw_messages_total counter
 # HELP vs121gw_modbus_requests_total Modbus requests answered, by transport and outcome.
