@@ -123,6 +123,21 @@ def _parser() -> argparse.ArgumentParser:
     rst.add_argument("sensor", help="sensor id from the configuration")
     rst.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
 
+    snd = sub.add_parser(
+        "send",
+        help="send a downlink command to a sensor through the running gateway",
+        description=(
+            "Ask the running gateway (through its HTTP server) to send a guide command to a "
+            "LoRaWAN sensor through its network server, e.g. "
+            '\'{"command": "reporting_interval", "seconds": 1200}\' (a list sends several in one '
+            "downlink). Prints the command's record as JSON; follow its state with "
+            "GET /api/commands/<id>. Exit status 1 if the gateway refuses it."
+        ),
+    )
+    snd.add_argument("sensor", help="sensor id from the configuration")
+    snd.add_argument("command_json", metavar="JSON")
+    snd.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+
     chk = sub.add_parser(
         "check-config",
         help="validate a configuration file",
@@ -253,31 +268,51 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
+def _api_request(config: Path | None, path: str, body: bytes, what: str, out: TextIO) -> int:
+    """POST `body` to the running gateway's HTTP API and print its answer."""
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    http = _load(args.config).http
+    http = _load(config).http
     scheme = "https" if http.tls_cert_file else "http"
-    url = f"{scheme}://{http.host}:{http.port}/api/sensors/{args.sensor}/reset"
-    request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 (http/https only)
+    url = f"{scheme}://{http.host}:{http.port}{path}"
+    request = urllib.request.Request(url, method="POST", data=body)  # noqa: S310 (http/https only)
+    request.add_header("User-Agent", f"vs121-gateway-cli/{__version__}")
     password = http.basic_auth_password()
     if http.username and password is not None:
         token = base64.b64encode(f"{http.username}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own URL)
-            out.write(response.read().decode())
+            text = response.read().decode()
+            out.write(text if text.endswith("\n") else text + "\n")
     except urllib.error.HTTPError as exc:
-        print(
-            f"vs121-gateway reset-counts: {exc.code}: {exc.read().decode().strip()}",
-            file=sys.stderr,
-        )
+        print(f"vs121-gateway {what}: {exc.code}: {exc.read().decode().strip()}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"vs121-gateway reset-counts: gateway not reachable at {url}: {exc}", file=sys.stderr)
+        print(f"vs121-gateway {what}: gateway not reachable at {url}: {exc}", file=sys.stderr)
         return 1
     return EXIT_OK
+
+
+def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
+    return _api_request(args.config, f"/api/sensors/{args.sensor}/reset", b"", "reset-counts", out)
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        obj = json.loads(args.command_json)
+    except json.JSONDecodeError as exc:
+        print(f"vs121-gateway send: not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    items = obj if isinstance(obj, list) else [obj]
+    try:  # checked here too, so a typo is explained without a round trip
+        encode_commands(command_from_json(item) for item in items)
+    except EncodeError as exc:
+        print(f"vs121-gateway send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    body = json.dumps(items).encode()
+    return _api_request(args.config, f"/api/sensors/{args.sensor}/commands", body, "send", out)
 
 
 COMMANDS = {
@@ -288,6 +323,7 @@ COMMANDS = {
     "check-config": cmd_check_config,
     "simulate": cmd_simulate,
     "reset-counts": cmd_reset_counts,
+    "send": cmd_send,
 }
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import serial
 
+from gateway.commands import REQUESTER
 from gateway.modbus.pdu import RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu_framing import Frame, FrameScanner, with_crc
@@ -228,6 +229,7 @@ class _Link:
         if frame.unit != self._unit:
             self._on_outcome(Outcome.NOT_ADDRESSED)  # other units and broadcasts: silence
             return
+        REQUESTER.set(f"modbus-rtu:unit {self._unit}")
         reply = self._handler.handle(frame.pdu)
         pdu, outcome = reply if isinstance(reply, tuple) else await reply
         self._on_outcome(outcome)

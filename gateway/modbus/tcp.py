@@ -14,6 +14,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from gateway.commands import REQUESTER
 from gateway.modbus.pdu import PendingReply, Reply, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 
@@ -139,6 +140,8 @@ class _Connection(asyncio.Protocol):
                 return
             pdu = bytes(buf[MBAP_SIZE:end])
             del buf[:end]
+            peer = self._transport.get_extra_info("peername")
+            REQUESTER.set(f"modbus-tcp:{peer[0]}:{peer[1]}" if peer else "modbus-tcp")
             reply = self._server.handler.handle(pdu)
             if isinstance(reply, tuple):
                 self._send(tid, unit, reply)
