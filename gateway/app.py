@@ -26,7 +26,7 @@ from gateway.mqtt_source import MqttMessage, MqttSource
 from gateway.relay import RelayService
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
-from gateway.simulator_source import SimulatorSource
+from gateway.simulator_source import SIM_SOURCE, SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
 
@@ -192,6 +192,9 @@ class Gateway:
             self._spawn(self._mqtt_consumer(self.mqtt), "mqtt")
         if cfg.simulate.enabled:
             sim = SimulatorSource(cfg, self.ingest, self.committer, self.state)
+            if self.mqtt is None:  # the demo: the simulator plays the network server too
+                self.commands.simulator = sim.deliver
+                sim.on_event = self.commands.event
             self._spawn(sim.run(), "simulator")
 
     async def _shutdown(self) -> None:
@@ -279,7 +282,7 @@ class Gateway:
         self, source: str, sensor_id: str, up: Uplink, data: dict[str, Any]
     ) -> None:
         sub = self._subs_by_source.get(source)
-        if sub is not None:
+        if sub is not None or source == SIM_SOURCE:
             self.commands.uplink_seen(sensor_id, up, sub, data)
 
     def _mqtt_connected(self, connected: bool) -> None:

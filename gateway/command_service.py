@@ -15,7 +15,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gateway.codec.vs121_downlink import DOWNLINK_FPORT, command_from_json, encode_commands
+from gateway.codec.vs121_downlink import (
+    DOWNLINK_FPORT,
+    Command,
+    command_from_json,
+    encode_commands,
+)
 from gateway.commands import DeliveryRefusedError
 from gateway.device_points import device_facts
 from gateway.downlink_events import CORRELATION_PREFIX, Event
@@ -54,6 +59,8 @@ class CommandService:
         self._clock = clock
         self.tracker = DownlinkTracker(state_dir, on_change=self._changed, clock=clock)
         self.mqtt: MqttSource | None = None
+        # The demo's simulated network server (see SimulatorSource.deliver), used without MQTT.
+        self.simulator: Callable[[str, bytes], None] | None = None
         self._subs: dict[str, MqttSubscription] = {}
         self._by_device_id: dict[str, str] = {}
         self.facts: dict[str, dict[str, str]] = {}
@@ -118,6 +125,8 @@ class CommandService:
             raise EncodeError("no command given")
         parsed = [command_from_json(c) for c in commands]
         payload = encode_commands(parsed)
+        if self.mqtt is None and self.simulator is not None:
+            return self._send_simulated(sensor, parsed, payload, requester)
         if self.mqtt is None:
             raise DeliveryRefusedError("MQTT is not enabled: no network server to send through")
         if not self.mqtt.connected:
@@ -162,6 +171,37 @@ class CommandService:
             self.tracker.published(record)
         return record.to_json()
 
+    def _send_simulated(
+        self, sensor: SensorSection, parsed: list[Command], payload: bytes, requester: str
+    ) -> dict[str, Any]:
+        assert self.simulator is not None
+        assert sensor.dev_eui is not None  # a vs121 always has one
+        # The topic a ChirpStack server would take it on, recorded for the demo's user to see.
+        topic, _ = downlink_message(
+            "chirpstack", sensor.dev_eui, DOWNLINK_FPORT, payload, app="demo"
+        )
+        record = self.tracker.new(
+            sensor_id=sensor.id,
+            commands=[c.to_json() for c in parsed],
+            payload=payload,
+            fport=DOWNLINK_FPORT,
+            topic=topic,
+            requester=requester,
+            timeout=self._cfg.timeout or 2.0 * sensor.report_interval + 60.0,
+        )
+        log.info(
+            "sensor %s: command %s (%s) asked by %s: downlink %s on %s (simulated network server)",
+            sensor.id,
+            record.id,
+            _names(record.commands),
+            requester,
+            payload.hex(),
+            topic,
+        )
+        self.simulator(sensor.id, payload)
+        self.tracker.published(record)
+        return record.to_json()
+
     def _address(
         self,
         sub: MqttSubscription,
@@ -188,9 +228,14 @@ class CommandService:
     # -- what comes back --------------------------------------------------------------------
 
     def uplink_seen(
-        self, sensor_id: str, up: Uplink, sub: MqttSubscription, data: Mapping[str, Any]
+        self, sensor_id: str, up: Uplink, sub: MqttSubscription | None, data: Mapping[str, Any]
     ) -> None:
-        """An uplink from the sensor: remember its route, look for echoes, keep its facts."""
+        """An uplink from the sensor: remember its route (`sub` None: the demo's simulator,
+        no route), look for echoes, keep its facts."""
+        if sub is None:
+            self.facts[sensor_id] = {**self.facts.get(sensor_id, {}), **device_facts(up, data)}
+            self.tracker.on_uplink(sensor_id, data)
+            return
         route: dict[str, Any] = {
             "subscription": sub.name,
             "dev_eui": up.dev_eui,

@@ -474,3 +474,61 @@ def test_milesight_ack_timeout_and_restart(tmp_path: Path, mqtt_broker: Mosquitt
         ns.close()
         if daemon.running():
             assert daemon.stop() == 0
+
+
+# --- The demo: the simulator plays network server and sensor -----------------------------------
+
+DEMO_SENSOR = """
+[[sensors]]
+id = "demo-lobby"
+name = "Demo Lobby"
+number = 1
+model = "vs121"
+dev_eui = "24e124538c000001"
+region_count = 4
+report_interval = 10
+"""
+
+
+@pytest.mark.asyncio
+async def test_demo_bms_write_is_sent_acknowledged_and_echoed(tmp_path: Path) -> None:
+    bacnet_port, http_port = free_udp_port(), new_http_port()
+    text = (
+        f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n'
+        f"[bacnet]\nport = {bacnet_port}\n"
+        "[modbus.tcp]\nenabled = false\n"
+        f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n'
+        "[simulate]\nenabled = true\nperiod = 0.5\n"
+        f"{DEMO_SENSOR}"
+    )
+    daemon = Daemon(tmp_path, text, http_port=http_port)
+    daemon.start()
+    peer = await Peer.start("client.py")
+    try:
+        daemon.wait_until(lambda: daemon.status()["sensors"]["demo-lobby"]["online"], what="demo")
+        await peer.call(
+            "write",
+            address=f"127.0.0.1:{bacnet_port}",
+            object=HALL_INTERVAL_AV,
+            property="presentValue",
+            value=1200.0,
+            type="real",
+        )
+        [record] = commands(daemon)
+        assert record["payload"] == "ff03b004"
+        assert record["topic"] == f"application/demo/device/{HALL}/command/down"
+        daemon.wait_until(
+            lambda: daemon.values("demo-lobby").get("reporting_interval") == 1200, what="echo"
+        )
+        done = json.loads(daemon.get(f"/api/commands/{record['id']}"))
+        assert done["state"] == "confirmed"
+        assert (done["acknowledged"], done["echoed"]) == (True, True)
+        assert [step[0] for step in done["history"]] == [
+            "publishing",
+            "queued",
+            "sent",
+            "confirmed",
+        ]
+    finally:
+        await peer.stop()
+        assert daemon.stop() == 0
