@@ -75,10 +75,22 @@ class MqttSubscription(_Strict):
     tts_application: str | None = Field(None, min_length=1)
     tts_tenant: str | None = Field(None, min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _milesight_notation(cls, data: object) -> object:
+        # Milesight writes its topics with `$deveui` for the device level and a trailing '/'
+        # (`/eg/uplink/$deveui/`); as a filter that device level is a '+'.
+        if isinstance(data, dict) and data.get("envelope") == "milesight":
+            topic = data.get("topic")
+            if isinstance(topic, str) and MILESIGHT_EUI_WILDCARD in topic:
+                data = {**data, "topic": topic.replace(MILESIGHT_EUI_WILDCARD, "+")}
+        return data
+
     @field_validator("topic")
     @classmethod
     def _filter(cls, v: str) -> str:
-        _check_levels(v, wildcards=True)
+        # A trailing '/' is checked with the envelope (see _per_envelope).
+        _check_levels(v[:-1] if len(v) > 1 and v.endswith("/") else v, wildcards=True)
         return v
 
     @field_validator("downlink_topic")
@@ -113,6 +125,12 @@ class MqttSubscription(_Strict):
                 raise ValueError(
                     f"subscription {self.name!r}: {field} applies only to envelope {envelope!r}"
                 )
+        if self.topic.endswith("/") and len(self.topic) > 1 and self.envelope != "milesight":
+            # Only Milesight documents topics that end in '/'; elsewhere it is a typo.
+            raise ValueError(
+                f"subscription {self.name!r}: topic {self.topic!r} has an empty level "
+                "('//' or a trailing '/')"
+            )
         if self.envelope == "raw":
             self._check_raw_pattern()
         if self.downlink_topic is not None and self.envelope not in (

@@ -641,6 +641,28 @@ def test_downlink_topics_as_the_network_servers_document_them(envelope: str, tem
     assert sub("d", "x/#", envelope, downlink_topic=template).downlink_topic == template
 
 
+def test_milesight_subscription_topics_as_documented() -> None:
+    documented = sub("m", "/eg/uplink/$deveui/", "milesight")
+    assert documented.topic == "/eg/uplink/+/"
+    assert sub("m", "/eg/uplink/", "milesight").topic == "/eg/uplink/"
+    with pytest.raises(ValidationError, match="empty level"):
+        sub("c", "application/+/device/+/event/up/", "chirpstack")
+
+
+def test_check_config_accepts_milesight_topics_as_documented(tmp_path: Path) -> None:
+    from gateway.cli import main
+
+    cfg = tmp_path / "ms.toml"
+    cfg.write_text(
+        "[mqtt]\nenabled = true\n"
+        '[[mqtt.subscriptions]]\nname = "ms"\ntopic = "/eg/uplink/$deveui/"\n'
+        'envelope = "milesight"\ndownlink_topic = "/eg/downlink/$deveui/"\n'
+        '[[sensors]]\nid = "a"\nname = "A"\nnumber = 1\nmodel = "vs121"\n'
+        'dev_eui = "24E124527F418093"\n'
+    )
+    assert main(["check-config", str(cfg)]) == 0
+
+
 def test_subscription_names_are_unique() -> None:
     with pytest.raises(ValidationError, match="used twice"):
         MqttSection(subscriptions=[sub("s", "a/#"), sub("s", "b/#")])
