@@ -44,6 +44,37 @@ def derived_values(up: Uplink, data: Mapping[str, Any]) -> dict[str, float]:
             out[key] = value
     if up.fcnt is not None:
         out["frame_counter"] = float(up.fcnt)
+    out.update(_fact_codes(up, data))
+    return out
+
+
+_CLASSES: Final = {"A": 0, "B": 1, "C": 2}
+
+
+def _version_code(text: object, parts: int) -> float | None:
+    """ "1.0.3.2" -> 10003 (parts=3), "1.0" -> 100 (parts=2); None unless every part is 0..99."""
+    if not isinstance(text, str):
+        return None
+    numbers = text.split(".")[:parts]
+    if len(numbers) < parts or not all(n.isdigit() and int(n) < 100 for n in numbers):
+        return None
+    code = 0
+    for n in numbers:
+        code = code * 100 + int(n)
+    return float(code)
+
+
+def _fact_codes(up: Uplink, data: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    firmware = _version_code(data.get("firmware_version"), 3)
+    if firmware is not None:
+        out["firmware_version_code"] = firmware
+    hardware = _version_code(data.get("hardware_version"), 2)
+    if hardware is not None:
+        out["hardware_version_code"] = hardware
+    lorawan_class = _CLASSES.get(str((up.meta or {}).get("lorawan_class")))
+    if lorawan_class is not None:
+        out["lorawan_class_code"] = float(lorawan_class)
     return out
 
 

@@ -483,6 +483,38 @@ SENSOR_POINTS += (
         cov_increment=1,
         models=_LORA,
     ),
+    # Device facts as numbers (the text, and the serial number, are in the API).
+    Point(
+        "firmware_version_code",
+        "{sensor} Firmware Version",
+        _AI,
+        66,
+        "Firmware version the sensor reports, as major * 10000 + minor * 100 + patch "
+        "(1.0.3 -> 10003); the full text is in the API",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "hardware_version_code",
+        "{sensor} Hardware Version",
+        _AI,
+        67,
+        "Hardware version the sensor reports, as major * 100 + minor (1.0 -> 100)",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "lorawan_class_code",
+        "{sensor} LoRaWAN Class",
+        _AI,
+        68,
+        "LoRaWAN device class as the network server reports it: 0 A, 1 B, 2 C",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
 )
 
 GATEWAY_POINTS: tuple[Point, ...] = (

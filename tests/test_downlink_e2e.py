@@ -197,6 +197,27 @@ async def test_bms_write_of_the_interval_is_sent_acknowledged_and_echoed(
     }
     assert (hall["values"]["gateway_count"], hall["values"]["frame_counter"]) == (2, 10)
     assert hall["device"]["lorawan_class"] == "A"
+    assert hall["values"]["lorawan_class_code"] == 0
+    # The guide's device-information report: serial, hardware 1.0, firmware 31.7.0.75.
+    ns.send(
+        f"application/a/device/{HALL}/event/up",
+        cs_uplink(9, "ff0101ff086600b0940976ff090100ff1f1f07004b"),
+    )
+    daemon.wait_until(
+        lambda: "sn" in daemon.status()["sensors"]["hall"]["device"], what="device facts"
+    )
+    hall = daemon.status()["sensors"]["hall"]
+    assert hall["device"] == {
+        "lorawan_class": "A",
+        "protocol_version": "1",
+        "sn": "6600b0940976",
+        "hardware_version": "1.0",
+        "firmware_version": "31.7.0.75",
+    }
+    assert (hall["values"]["hardware_version_code"], hall["values"]["firmware_version_code"]) == (
+        100,
+        310700,
+    )
 
     peer = await Peer.start("client.py")
     try:
