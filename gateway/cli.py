@@ -111,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="every N rounds a LoRaWAN sensor misses two intervals, then sends them as history",
     )
+    sim.add_argument(
+        "--answer-downlinks",
+        action="store_true",
+        help="also play the network server: acknowledge the gateway's downlinks with the "
+        "server's events and echo each setting in the sensor's next uplink",
+    )
 
     rst = sub.add_parser(
         "reset-counts",
@@ -252,9 +258,23 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.sim_publish import TrafficPlan, publish  # noqa: PLC0415
 
     settings = _load(args.config)
+    from gateway.sim_network_server import SimulatedNetworkServer  # noqa: PLC0415
+
     plan = TrafficPlan(list(settings.sensors), args.envelope, gap_every=args.gap_every)
+    server = (
+        SimulatedNetworkServer(args.envelope)
+        if args.answer_downlinks and args.envelope != "raw"
+        else None
+    )
     try:
-        sent = publish(plan, args.host, args.port, rounds=args.rounds, interval=args.interval)
+        sent = publish(
+            plan,
+            args.host,
+            args.port,
+            rounds=args.rounds,
+            interval=args.interval,
+            network_server=server,
+        )
     except (OSError, ConnectionError) as exc:
         print(f"vs121-gateway simulate: {exc}", file=sys.stderr)
         return 1

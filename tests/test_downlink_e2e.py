@@ -553,3 +553,53 @@ async def test_demo_bms_write_is_sent_acknowledged_and_echoed(tmp_path: Path) ->
     finally:
         await peer.stop()
         assert daemon.stop() == 0
+
+
+# --- `vs121-gateway simulate --answer-downlinks` as the network server ------------------------
+
+SIM_SUBS = {
+    "chirpstack": CS_SUB,
+    "tts": TTS_SUB,
+    "milesight": """
+[[mqtt.subscriptions]]
+name = "ms"
+topic = "milesight/uplink/+"
+envelope = "milesight"
+downlink_topic = "milesight/downlink/{dev_eui}"
+""",
+}
+
+
+@pytest.mark.parametrize("envelope", ["chirpstack", "tts", "milesight"])
+def test_simulate_answers_downlinks_like_the_network_server(
+    envelope: str, tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    daemon = started(
+        tmp_path,
+        lambda http: config(
+            tmp_path / "state",
+            mqtt_port=mqtt_broker.port,
+            http_port=http,
+            subscription=SIM_SUBS[envelope],
+        ),
+    )
+    args = ["simulate", "--config", str(daemon.config), "--port", str(mqtt_broker.port)]
+    args += ["--envelope", envelope, "--rounds", "40", "--interval", "0.2", "--answer-downlinks"]
+    simulator = threading.Thread(target=cli, args=(args,))
+    simulator.start()
+    try:
+        daemon.wait_until(lambda: daemon.status()["sensors"]["hall"]["online"], what="traffic")
+        status, text = post(
+            daemon, "/api/sensors/hall/commands", {"command": "reporting_interval", "seconds": 900}
+        )
+        assert status == 202, text
+        record = json.loads(text)
+        daemon.wait_until(
+            lambda: daemon.values("hall").get("reporting_interval") == 900, what="echo"
+        )
+        done = json.loads(daemon.get(f"/api/commands/{record['id']}"))
+        assert done["state"] == "confirmed"
+        assert (done["acknowledged"], done["echoed"]) == (True, True)
+    finally:
+        simulator.join(60)
+        assert daemon.stop() == 0
