@@ -137,12 +137,19 @@ def _parser() -> argparse.ArgumentParser:
             "LoRaWAN sensor through its network server, e.g. "
             '\'{"command": "reporting_interval", "seconds": 1200}\' (a list sends several in one '
             "downlink). Prints the command's record as JSON; follow its state with "
-            "GET /api/commands/<id>. Exit status 1 if the gateway refuses it."
+            "GET /api/commands/<id>, or wait for it with --wait. Exit status 1 if the gateway "
+            "refuses it (or, with --wait, if it does not end confirmed)."
         ),
     )
     snd.add_argument("sensor", help="sensor id from the configuration")
     snd.add_argument("command_json", metavar="JSON")
     snd.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+    snd.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the command to finish; exit 1 unless it is confirmed",
+    )
 
     chk = sub.add_parser(
         "check-config",
@@ -288,15 +295,20 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def _api_request(config: Path | None, path: str, body: bytes, what: str, out: TextIO) -> int:
-    """POST `body` to the running gateway's HTTP API and print its answer."""
+class _ApiError(Exception):
+    """The running gateway refused a request or could not be reached; the text says which."""
+
+
+def _api_call(config: Path | None, path: str, body: bytes | None) -> str:
+    """POST `body` (GET when None) to the running gateway's HTTP API; its answer's text."""
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
     http = _load(config).http
     scheme = "https" if http.tls_cert_file else "http"
     url = f"{scheme}://{http.host}:{http.port}{path}"
-    request = urllib.request.Request(url, method="POST", data=body)  # noqa: S310 (http/https only)
+    method = "GET" if body is None else "POST"
+    request = urllib.request.Request(url, method=method, data=body)  # noqa: S310 (http/https only)
     request.add_header("User-Agent", f"vs121-gateway-cli/{__version__}")
     password = http.basic_auth_password()
     if http.username and password is not None:
@@ -304,14 +316,21 @@ def _api_request(config: Path | None, path: str, body: bytes, what: str, out: Te
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own URL)
-            text = response.read().decode()
-            out.write(text if text.endswith("\n") else text + "\n")
+            return str(response.read().decode())
     except urllib.error.HTTPError as exc:
-        print(f"vs121-gateway {what}: {exc.code}: {exc.read().decode().strip()}", file=sys.stderr)
-        return 1
+        raise _ApiError(f"{exc.code}: {exc.read().decode().strip()}") from None
     except OSError as exc:
-        print(f"vs121-gateway {what}: gateway not reachable at {url}: {exc}", file=sys.stderr)
+        raise _ApiError(f"gateway not reachable at {url}: {exc}") from None
+
+
+def _api_request(config: Path | None, path: str, body: bytes, what: str, out: TextIO) -> int:
+    """POST `body` to the running gateway's HTTP API and print its answer."""
+    try:
+        text = _api_call(config, path, body)
+    except _ApiError as exc:
+        print(f"vs121-gateway {what}: {exc}", file=sys.stderr)
         return 1
+    out.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
 
 
@@ -319,7 +338,12 @@ def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
     return _api_request(args.config, f"/api/sensors/{args.sensor}/reset", b"", "reset-counts", out)
 
 
+_UNFINISHED = ("publishing", "queued", "sent")
+
+
 def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    import time  # noqa: PLC0415
+
     try:
         obj = json.loads(args.command_json)
     except json.JSONDecodeError as exc:
@@ -332,7 +356,24 @@ def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
         print(f"vs121-gateway send: {exc}", file=sys.stderr)
         return EXIT_USAGE
     body = json.dumps(items).encode()
-    return _api_request(args.config, f"/api/sensors/{args.sensor}/commands", body, "send", out)
+    try:
+        record = json.loads(_api_call(args.config, f"/api/sensors/{args.sensor}/commands", body))
+        deadline = time.monotonic() + (args.wait or 0.0)
+        while args.wait and record["state"] in _UNFINISHED and time.monotonic() < deadline:
+            time.sleep(1.0)  # the gateway is polled, at a human pace
+            record = json.loads(_api_call(args.config, f"/api/commands/{record['id']}", None))
+    except _ApiError as exc:
+        print(f"vs121-gateway send: {exc}", file=sys.stderr)
+        return 1
+    out.write(json.dumps(record) + "\n")
+    if args.wait and record["state"] != "confirmed":
+        print(
+            f"vs121-gateway send: command {record['id']} is {record['state']}"
+            + (f": {record['reason']}" if record.get("reason") else ""),
+            file=sys.stderr,
+        )
+        return 1
+    return EXIT_OK
 
 
 COMMANDS = {

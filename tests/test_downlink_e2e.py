@@ -589,11 +589,10 @@ def test_simulate_answers_downlinks_like_the_network_server(
     simulator.start()
     try:
         daemon.wait_until(lambda: daemon.status()["sensors"]["hall"]["online"], what="traffic")
-        status, text = post(
-            daemon, "/api/sensors/hall/commands", {"command": "reporting_interval", "seconds": 900}
-        )
-        assert status == 202, text
-        record = json.loads(text)
+        command = '{"command": "reporting_interval", "seconds": 900}'
+        send = ["send", "hall", command, "--config", str(daemon.config), "--wait", "20"]
+        assert cli(send) == 0  # returns once the command is confirmed
+        [record] = commands(daemon)
         daemon.wait_until(
             lambda: daemon.values("hall").get("reporting_interval") == 900, what="echo"
         )
