@@ -12,10 +12,12 @@ from typing import Any
 
 from gateway import __version__, control_token
 from gateway.bacnet import BacnetServer
-from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
+from gateway.command_service import CommandService
+from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.config_audit import open_endpoints
-from gateway.envelopes import downlink_message
-from gateway.errors import EncodeError
+from gateway.downlink_events import parse_event
+from gateway.envelopes import Uplink
+from gateway.errors import EncodeError, EnvelopeError
 from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
 from gateway.metrics import GatewayMetrics, default_metrics, relay_metrics
@@ -25,7 +27,7 @@ from gateway.mqtt_source import MqttMessage, MqttSource
 from gateway.relay import RelayService
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
-from gateway.simulator_source import SimulatorSource
+from gateway.simulator_source import SIM_SOURCE, SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
 
@@ -58,6 +60,14 @@ class Gateway:
             count=self._count,
             lines_refused=lambda sensor: self.metrics.line_counts_refused.inc(sensor=sensor),
         )
+        self.commands = CommandService(
+            settings.sensors,
+            settings.downlinks,
+            self.state,
+            settings.gateway.state_dir,
+            self.metrics,
+        )
+        self.ingest.on_uplink = self._uplink_decoded
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
@@ -68,7 +78,7 @@ class Gateway:
             state_dir=settings.gateway.state_dir,
             metrics=relay_metrics(self.metrics.registry) if settings.alarms else None,
         )
-        self._last_sub: dict[str, MqttSubscription] = {}
+        self._subs_by_source = {f"mqtt:{s.name}": s for s in settings.mqtt.subscriptions}
         self._started = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._loop_alive = time.monotonic()
@@ -108,6 +118,7 @@ class Gateway:
         self.store.lock()  # before reading: two gateways on one state directory would corrupt it
         restored = self.store.load_into(self.state)
         self.store.journal.open()
+        self.commands.start(self.settings.mqtt.subscriptions)
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
         self._control_token = control_token.create(self.settings.gateway.state_dir)
         for warning in open_endpoints(self.settings, bacnet=False):  # BACnet warns itself
@@ -184,15 +195,21 @@ class Gateway:
                 reset=self.reset_counts,
                 status=self.status_document,
                 control_token=self._control_token,
+                send=self.send_command,
+                commands=self.commands.records,
             )
             await self.http.start()
         if cfg.mqtt.enabled:
             self.mqtt = MqttSource(cfg.mqtt, on_connected=self._mqtt_connected)
+            self.commands.mqtt = self.mqtt
             await self.mqtt.start()
             self.metrics.queue_depth.set_function(self.mqtt.depth, source="mqtt")
             self._spawn(self._mqtt_consumer(self.mqtt), "mqtt")
         if cfg.simulate.enabled:
             sim = SimulatorSource(cfg, self.ingest, self.committer, self.state)
+            if self.mqtt is None:  # the demo: the simulator plays the network server too
+                self.commands.simulator = sim.deliver
+                sim.on_event = self.commands.event
             self._spawn(sim.run(), "simulator")
 
     async def _shutdown(self) -> None:
@@ -241,6 +258,9 @@ class Gateway:
             source.ack(msg)
             return
         name = f"mqtt:{sub.name}"
+        if self._downlink_event(sub, msg):
+            source.ack(msg)
+            return
         if sub.envelope == "vs121p":
             result = self.ingest.vs121p(name, msg.payload, received_at=msg.received_at)
         else:
@@ -252,13 +272,33 @@ class Gateway:
                 received_at=msg.received_at,
                 raw_topic_pattern=sub.raw_topic_pattern,
             )
-        if result.sensor_id is not None and sub.envelope != "vs121p":
-            self._last_sub[result.sensor_id] = sub
         if result.applied:
             # Acknowledge only once the effect is on disk: a crash before then means redelivery.
             self.committer.after_durable(lambda: source.ack(msg))
         else:
             source.ack(msg)  # nothing to keep; a redelivery would fail the same way
+
+    def _downlink_event(self, sub: MqttSubscription, msg: MqttMessage) -> bool:
+        """Hand a network server's downlink event to the commands; False if it is none."""
+        if self.commands.is_own_downlink(sub, msg.topic):
+            return True  # our own command, heard through a wide filter
+        try:
+            event = parse_event(sub.envelope, msg.topic, msg.payload)
+        except EnvelopeError as exc:
+            self._count(f"mqtt:{sub.name}", Result.ENVELOPE_ERROR, None)
+            log.warning("mqtt:%s: %s", sub.name, exc)
+            return True
+        if event is None:
+            return False
+        self.commands.event(event)
+        return True
+
+    def _uplink_decoded(
+        self, source: str, sensor_id: str, up: Uplink, data: dict[str, Any]
+    ) -> None:
+        sub = self._subs_by_source.get(source)
+        if sub is not None or source == SIM_SOURCE:
+            self.commands.uplink_seen(sensor_id, up, sub, data)
 
     def _mqtt_connected(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
@@ -274,6 +314,7 @@ class Gateway:
         while True:
             self._loop_alive = time.monotonic()
             self.state.tick()
+            self.commands.tick()
             self.state.publish_gateway(self.gateway_values())
             status = self._status_line()
             if status != self._last_status:
@@ -310,9 +351,14 @@ class Gateway:
         return {
             "gateway": dict(self.state.gateway_values),
             "sensors": {
-                sid: {"online": s.online, "values": dict(s.values)}
+                sid: {
+                    "online": s.online,
+                    "values": dict(s.values),
+                    "device": dict(self.commands.facts.get(sid, {})),
+                }
                 for sid, s in self.state.sensors.items()
             },
+            "commands": self.commands.records()[-50:],
         }
 
     # -- commands ---------------------------------------------------------------------------
@@ -334,35 +380,18 @@ class Gateway:
         sensor = next(s for s in self.settings.sensors if s.id == sensor_id)
         if sensor.model != "vs121":
             return "totals reset"
-        return "totals reset; " + self._send_reset_downlink(sensor_id)
+        return "totals reset; " + await self._send_reset_downlink(sensor_id)
 
-    def _send_reset_downlink(self, sensor_id: str) -> str:
-        sub = self._last_sub.get(sensor_id)
-        up = self.ingest.last_uplink.get(sensor_id)
-        if self.mqtt is None or sub is None or up is None:
-            self.metrics.downlinks.inc(sensor=sensor_id, outcome="unaddressable")
-            log.warning(
-                "sensor %s: reset downlink not sent: no uplink received yet to learn its route",
-                sensor_id,
-            )
-            return "downlink not sent (no uplink seen yet)"
-        payload = ResetCumulativeCount().encode()
+    async def _send_reset_downlink(self, sensor_id: str) -> str:
+        command = [{"command": "reset_cumulative_count"}]
         try:
-            topic, body = downlink_message(
-                sub.envelope,
-                up.dev_eui,
-                DOWNLINK_FPORT,
-                payload,
-                app=sub.chirpstack_application or sub.tts_application or up.application_id,
-                tenant=sub.tts_tenant or up.tenant_id,
-                device_id=up.device_id,
-                topic_template=sub.downlink_topic,
-            )
-        except EncodeError as exc:
-            self.metrics.downlinks.inc(sensor=sensor_id, outcome="error")
-            log.warning("sensor %s: reset downlink not sent: %s", sensor_id, exc)
+            record = await self.commands.send(sensor_id, command, requester=REQUESTER.get())
+        except (DeliveryRefusedError, EncodeError) as exc:
             return f"downlink not sent ({exc})"
-        self.mqtt.publish(topic, body, qos=1)
-        self.metrics.downlinks.inc(sensor=sensor_id, outcome="sent")
-        log.info("sensor %s: reset downlink %s queued on %s", sensor_id, payload.hex(), topic)
-        return f"downlink {payload.hex()} sent on {topic}"
+        return f"downlink {record['payload']} sent on {record['topic']} as command {record['id']}"
+
+    async def send_command(
+        self, sensor_id: str, commands: list[dict[str, Any]], *, requester: str
+    ) -> dict[str, Any]:
+        """Send guide commands to a sensor; see `gateway.commands.DownlinkCommands`."""
+        return await self.commands.send(sensor_id, commands, requester=requester)

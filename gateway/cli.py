@@ -116,6 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="every N rounds a LoRaWAN sensor misses two intervals, then sends them as history",
     )
+    sim.add_argument(
+        "--answer-downlinks",
+        action="store_true",
+        help="also play the network server: acknowledge the gateway's downlinks with the "
+        "server's events and echo each setting in the sensor's next uplink",
+    )
 
     rst = sub.add_parser(
         "reset-counts",
@@ -127,6 +133,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     rst.add_argument("sensor", help="sensor id from the configuration")
     rst.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+
+    snd = sub.add_parser(
+        "send",
+        help="send a downlink command to a sensor through the running gateway",
+        description=(
+            "Ask the running gateway (through its HTTP server) to send a guide command to a "
+            "LoRaWAN sensor through its network server, e.g. "
+            '\'{"command": "reporting_interval", "seconds": 1200}\' (a list sends several in one '
+            "downlink). Prints the command's record as JSON; follow its state with "
+            "GET /api/commands/<id>, or wait for it with --wait. Exit status 1 if the gateway "
+            "refuses it (or, with --wait, if it does not end confirmed)."
+        ),
+    )
+    snd.add_argument("sensor", help="sensor id from the configuration")
+    snd.add_argument("command_json", metavar="JSON")
+    snd.add_argument("--config", type=Path, help="TOML configuration (default: the demo)")
+    snd.add_argument(
+        "--wait",
+        type=float,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the command to finish; exit 1 unless it is confirmed",
+    )
 
     chk = sub.add_parser(
         "check-config",
@@ -246,9 +274,23 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.sim_publish import TrafficPlan, publish  # noqa: PLC0415
 
     settings = _load(args.config)
+    from gateway.sim_network_server import SimulatedNetworkServer  # noqa: PLC0415
+
     plan = TrafficPlan(list(settings.sensors), args.envelope, gap_every=args.gap_every)
+    server = (
+        SimulatedNetworkServer(args.envelope)
+        if args.answer_downlinks and args.envelope != "raw"
+        else None
+    )
     try:
-        sent = publish(plan, args.host, args.port, rounds=args.rounds, interval=args.interval)
+        sent = publish(
+            plan,
+            args.host,
+            args.port,
+            rounds=args.rounds,
+            interval=args.interval,
+            network_server=server,
+        )
     except (OSError, ConnectionError) as exc:
         print(f"vs121-gateway simulate: {exc}", file=sys.stderr)
         return 1
@@ -262,15 +304,22 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
+class _ApiError(Exception):
+    """The running gateway refused a request or could not be reached; the text says which."""
+
+
+def _api_call(config: Path | None, path: str, body: bytes | None) -> str:
+    """POST `body` (GET when None) to the running gateway's HTTP API; its answer's text."""
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    settings = _load(args.config)
+    settings = _load(config)
     http = settings.http
     scheme = "https" if http.tls_cert_file else "http"
-    url = f"{scheme}://{http.host}:{http.port}/api/sensors/{args.sensor}/reset"
-    request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 (http/https only)
+    url = f"{scheme}://{http.host}:{http.port}{path}"
+    method = "GET" if body is None else "POST"
+    request = urllib.request.Request(url, method=method, data=body)  # noqa: S310 (http/https only)
+    request.add_header("User-Agent", f"vs121-gateway-cli/{__version__}")
     password = http.basic_auth_password()
     local = control_token.read(settings.gateway.state_dir)
     if local is not None:
@@ -280,15 +329,62 @@ def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
         request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (our own URL)
-            out.write(response.read().decode())
+            return str(response.read().decode())
     except urllib.error.HTTPError as exc:
+        raise _ApiError(f"{exc.code}: {exc.read().decode().strip()}") from None
+    except OSError as exc:
+        raise _ApiError(f"gateway not reachable at {url}: {exc}") from None
+
+
+def _api_request(config: Path | None, path: str, body: bytes, what: str, out: TextIO) -> int:
+    """POST `body` to the running gateway's HTTP API and print its answer."""
+    try:
+        text = _api_call(config, path, body)
+    except _ApiError as exc:
+        print(f"vs121-gateway {what}: {exc}", file=sys.stderr)
+        return 1
+    out.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
+    return _api_request(args.config, f"/api/sensors/{args.sensor}/reset", b"", "reset-counts", out)
+
+
+_UNFINISHED = ("publishing", "queued", "sent")
+
+
+def cmd_send(args: argparse.Namespace, out: TextIO) -> int:
+    import time  # noqa: PLC0415
+
+    try:
+        obj = json.loads(args.command_json)
+    except json.JSONDecodeError as exc:
+        print(f"vs121-gateway send: not valid JSON: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    items = obj if isinstance(obj, list) else [obj]
+    try:  # checked here too, so a typo is explained without a round trip
+        encode_commands(command_from_json(item) for item in items)
+    except EncodeError as exc:
+        print(f"vs121-gateway send: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    body = json.dumps(items).encode()
+    try:
+        record = json.loads(_api_call(args.config, f"/api/sensors/{args.sensor}/commands", body))
+        deadline = time.monotonic() + (args.wait or 0.0)
+        while args.wait and record["state"] in _UNFINISHED and time.monotonic() < deadline:
+            time.sleep(1.0)  # the gateway is polled, at a human pace
+            record = json.loads(_api_call(args.config, f"/api/commands/{record['id']}", None))
+    except _ApiError as exc:
+        print(f"vs121-gateway send: {exc}", file=sys.stderr)
+        return 1
+    out.write(json.dumps(record) + "\n")
+    if args.wait and record["state"] != "confirmed":
         print(
-            f"vs121-gateway reset-counts: {exc.code}: {exc.read().decode().strip()}",
+            f"vs121-gateway send: command {record['id']} is {record['state']}"
+            + (f": {record['reason']}" if record.get("reason") else ""),
             file=sys.stderr,
         )
-        return 1
-    except OSError as exc:
-        print(f"vs121-gateway reset-counts: gateway not reachable at {url}: {exc}", file=sys.stderr)
         return 1
     return EXIT_OK
 
@@ -301,6 +397,7 @@ COMMANDS = {
     "check-config": cmd_check_config,
     "simulate": cmd_simulate,
     "reset-counts": cmd_reset_counts,
+    "send": cmd_send,
 }
 
 

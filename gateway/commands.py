@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from contextvars import ContextVar
+from typing import Any, Protocol, runtime_checkable
 
 from gateway.errors import GatewayError
 
@@ -39,4 +40,28 @@ class AlarmCommands(Protocol):
         """Write (True active, False inactive) or relinquish (None) one of the priority levels
         1..15 of a rule's relay command (16 is the automatic one: CommandRefusedError), persisted.
         KeyError for an unknown rule."""
+        ...
+
+
+class DeliveryRefusedError(GatewayError):
+    """A downlink command that cannot be delivered now (sensor offline, network server not
+    connected, no route known yet, a model without that command). Refused at once, never
+    queued; sinks answer it as a refusal with the reason in the log."""
+
+
+REQUESTER: ContextVar[str] = ContextVar("requester", default="unknown")
+"""Who asked for the command being run (e.g. "bacnet:192.168.1.5:47808", "modbus:tcp", "cli"),
+set by the sink that received the request and logged with every command."""
+
+
+@runtime_checkable
+class DownlinkCommands(Protocol):
+    """Send guide commands to a sensor (see `gateway.downlinks`)."""
+
+    async def send_command(
+        self, sensor_id: str, commands: list[dict[str, Any]], *, requester: str
+    ) -> dict[str, Any]:
+        """Encode and send `commands` (the JSON shape of `gateway.codec.vs121_downlink`) in one
+        downlink; returns the command's record. KeyError for an unknown sensor, EncodeError for
+        a bad command, DeliveryRefusedError when it cannot be delivered now."""
         ...

@@ -31,6 +31,7 @@ __all__ = [
     "DEV_EUI_LEVEL",
     "ENVELOPES",
     "MAX_BODY_BYTES",
+    "MILESIGHT_EUI_WILDCARD",
     "EnvelopeParser",
     "RawEncoding",
     "TopicPattern",
@@ -73,6 +74,9 @@ class Uplink:
     application_id: str | None = None
     tenant_id: str | None = None
     device_id: str | None = None
+    # Radio link and device facts the network server reports beside the payload (see
+    # `_lora_meta`): rssi, snr, spreading_factor, gateway_count (numbers), lorawan_class (text).
+    meta: Mapping[str, float | str] | None = None
 
 
 class EnvelopeParser(Protocol):
@@ -183,6 +187,10 @@ class _Fields:
         self._doc = doc
         self.where = f"{kind} uplink"
 
+    @property
+    def raw(self) -> dict[str, object]:
+        return self._doc
+
     def fail(self, field: str, reason: str) -> NoReturn:
         raise EnvelopeError(f"{self.where}: {field} {reason}")
 
@@ -263,6 +271,54 @@ class _Fields:
             self.fail(path, str(exc))
 
 
+def _dig(node: object, path: tuple[str, ...]) -> object:
+    for key in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if -1e6 < value < 1e6 else None
+
+
+def _lora_meta(
+    doc: object,
+    *,
+    rx: str,
+    snr: str,
+    sf: tuple[str, ...],
+    lorawan_class: tuple[str, ...] = (),
+) -> dict[str, float | str] | None:
+    """The radio link as the network server saw it: best RSSI and SNR over the receiving
+    gateways, their number, the spreading factor, and the device class where given.
+
+    Best effort: metadata never decides whether a message is accepted, so a malformed field
+    is left out rather than refused.
+    """
+    meta: dict[str, float | str] = {}
+    receptions = _dig(doc, (rx,))
+    if isinstance(receptions, list) and receptions:
+        meta["gateway_count"] = float(len(receptions))
+        rssis = [v for r in receptions if (v := _number(_dig(r, ("rssi",)))) is not None]
+        snrs = [v for r in receptions if (v := _number(_dig(r, (snr,)))) is not None]
+        if rssis:
+            meta["rssi"] = max(rssis)
+        if snrs:
+            meta["snr"] = max(snrs)
+    factor = _number(_dig(doc, sf))
+    if factor is not None and 5 <= factor <= 12:
+        meta["spreading_factor"] = factor
+    if lorawan_class:
+        text = _dig(doc, lorawan_class)
+        if isinstance(text, str) and text:
+            meta["lorawan_class"] = text.removeprefix("CLASS_")[:8]
+    return meta or None
+
+
 def _try_eui(text: str) -> str | None:
     try:
         return normalise_dev_eui(text)
@@ -306,6 +362,13 @@ def parse_chirpstack(topic: str, body: bytes, *, max_bytes: int = MAX_BODY_BYTES
         source="chirpstack",
         application_id=app,
         tenant_id=fields.text("deviceInfo.tenantId"),
+        meta=_lora_meta(
+            fields.raw,
+            rx="rxInfo",
+            snr="snr",
+            sf=("txInfo", "modulation", "lora", "spreadingFactor"),
+            lorawan_class=("deviceInfo", "deviceClassEnabled"),
+        ),
     )
 
 
@@ -358,6 +421,12 @@ def parse_tts(topic: str, body: bytes, *, max_bytes: int = MAX_BODY_BYTES) -> Up
         application_id=app,
         tenant_id=tenant,
         device_id=device_id,
+        meta=_lora_meta(
+            fields.raw.get("uplink_message"),
+            rx="rx_metadata",
+            snr="snr",
+            sf=("settings", "data_rate", "lora", "spreading_factor"),
+        ),
     )
 
 
@@ -382,16 +451,57 @@ def parse_milesight(topic: str, body: bytes, *, max_bytes: int = MAX_BODY_BYTES)
     """
     fields = _Fields("milesight", _load_object("milesight", body, max_bytes))
     dev_eui = fields.dev_eui("devEUI")
+    payload = fields.base64("data")
     return Uplink(
         dev_eui=dev_eui,
         fport=fields.integer("fPort", 0, 255),
         fcnt=fields.integer("fCnt", 0, _FCNT_MAX),
         dedup_id=None,
         received_at=fields.time("time"),
-        payload=fields.base64("data"),
-        decoded=None,
+        payload=payload,
+        decoded=_milesight_decoded(fields) if payload is None else None,
         source="milesight",
+        meta=_lora_meta(
+            fields.raw,
+            rx="rxInfo",
+            snr="loRaSNR",
+            sf=("txInfo", "dataRate", "spreadFactor"),
+        ),
     )
+
+
+# What the Milesight network server puts around a payload; anything else in a body without
+# `data` is a field its payload codec decoded.
+_MILESIGHT_ENVELOPE_KEYS: Final = frozenset(
+    {
+        "applicationID",
+        "applicationName",
+        "devEUI",
+        "devAddr",
+        "deviceID",
+        "deviceName",
+        "fCnt",
+        "fPort",
+        "gatewaySN",
+        "gatewayTime",
+        "rxInfo",
+        "txInfo",
+        "time",
+        "metadata",
+        "confirmed",
+        "adr",
+        "object",
+    }
+)
+
+
+def _milesight_decoded(fields: _Fields) -> dict[str, object] | None:
+    """Payload-codec mode: the decoded fields, in `object` or beside the envelope's own keys."""
+    inner = fields.obj("object")
+    if inner is not None:
+        return inner
+    decoded = {k: v for k, v in fields.raw.items() if k not in _MILESIGHT_ENVELOPE_KEYS}
+    return decoded or None
 
 
 # --- raw payloads ---------------------------------------------------------------------------
@@ -555,6 +665,9 @@ def parse_envelope(
 
 # --- downlinks ------------------------------------------------------------------------------
 
+MILESIGHT_EUI_WILDCARD: Final = "$deveui"
+"""How the Milesight gateway's downlink topic marks the EUI level (e.g. `/eg/downlink/$deveui/`)."""
+
 _DEFAULT_DOWN_TOPICS: Final[dict[str, str]] = {
     "chirpstack": "application/{app}/device/{dev_eui}/command/down",
     "tts": "v3/{app}@{tenant}/devices/{device_id}/down/push",
@@ -573,6 +686,7 @@ def downlink_message(
     device_id: str | None = None,
     topic_template: str | None = None,
     confirmed: bool = False,
+    correlation_id: str | None = None,
 ) -> tuple[str, bytes]:
     """The (topic, JSON body) that asks the `kind` network server to send `payload` to a device.
 
@@ -580,7 +694,9 @@ def downlink_message(
     (omit on single-tenant deployments) and `device_id` (its own device id, not the EUI: see
     Uplink.device_id); Milesight only by `topic_template`, the downlink topic set in the gateway.
     `topic_template` overrides the default topic and may use {app}, {tenant}, {dev_eui} and
-    {device_id}. Raises EncodeError when the downlink cannot be addressed or encoded.
+    {device_id}, and {DEV_EUI} (or Milesight's own `$deveui`) for the EUI in upper case, as
+    Milesight's documentation writes it. `correlation_id` goes into a TTS push, whose events
+    then carry it. Raises EncodeError when the downlink cannot be addressed or encoded.
     """
     try:
         eui = normalise_dev_eui(dev_eui)
@@ -595,8 +711,11 @@ def downlink_message(
         body = {"devEui": eui, "confirmed": confirmed, "fPort": fport, "data": data}
         default = _DEFAULT_DOWN_TOPICS["chirpstack"]
     elif kind == "tts":
-        downlink = {"f_port": fport, "frm_payload": data, "priority": "NORMAL"}
-        body = {"downlinks": [downlink | {"confirmed": confirmed}]}
+        downlink: dict[str, object] = {"f_port": fport, "frm_payload": data, "priority": "NORMAL"}
+        downlink["confirmed"] = confirmed
+        if correlation_id is not None:
+            downlink["correlation_ids"] = [correlation_id]
+        body = {"downlinks": [downlink]}
         default = _DEFAULT_DOWN_TOPICS["tts" if tenant else "tts-single-tenant"]
     elif kind == "milesight":
         body = {"devEUI": eui, "fPort": fport, "data": data, "confirmed": confirmed}
@@ -607,8 +726,15 @@ def downlink_message(
         default = topic_template
     else:
         raise EncodeError(f"{where}: no downlink format for envelope kind {kind!r}")
-    values = {"app": app, "tenant": tenant, "dev_eui": eui, "device_id": device_id}
-    topic = _fill_topic(topic_template or default, values, where)
+    values = {
+        "app": app,
+        "tenant": tenant,
+        "dev_eui": eui,
+        "DEV_EUI": eui.upper(),
+        "device_id": device_id,
+    }
+    template = (topic_template or default).replace(MILESIGHT_EUI_WILDCARD, "{DEV_EUI}")
+    topic = _fill_topic(template, values, where)
     return topic, json.dumps(body, separators=(",", ":")).encode()
 
 

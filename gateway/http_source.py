@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import json
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway import control_token
+from gateway.commands import REQUESTER, DeliveryRefusedError
+from gateway.errors import EncodeError
 from gateway.ingest import IngestResult, Result
 from gateway.settings import HttpSection
 
@@ -24,6 +27,9 @@ log = logging.getLogger("gateway.http")
 
 IngestFn = Callable[[bytes, str], Awaitable[IngestResult]]  # (body, peer) -> result when durable
 ResetFn = Callable[[str], Awaitable[str]]  # sensor id -> what was done; KeyError if unknown
+# (sensor id, commands, requester=...) -> the command's record; see DownlinkCommands.
+SendFn = Callable[..., Awaitable[dict[str, Any]]]
+CLI_AGENT = "vs121-gateway-cli"  # the User-Agent of the command line's requests
 
 _STATUS = {
     Result.ACCEPTED: 200,
@@ -47,6 +53,8 @@ class HttpServer:
         reset: ResetFn | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         control_token: str | None = None,
+        send: SendFn | None = None,
+        commands: Callable[[str | None], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -54,6 +62,8 @@ class HttpServer:
         self._healthy = healthy
         self._reset = reset
         self._status = status
+        self._send = send
+        self._commands = commands
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
         self._control_token = control_token  # see gateway.control_token
@@ -68,6 +78,11 @@ class HttpServer:
             app.router.add_get("/api/sensors", self._sensors)
         if self._reset is not None:
             app.router.add_post("/api/sensors/{sensor}/reset", self._reset_counts)
+        if self._send is not None:
+            app.router.add_post("/api/sensors/{sensor}/commands", self._send_command)
+        if self._commands is not None:
+            app.router.add_get("/api/commands", self._list_commands)
+            app.router.add_get("/api/commands/{id}", self._get_command)
         return app
 
     async def start(self) -> None:
@@ -152,12 +167,74 @@ class HttpServer:
             )
         assert self._reset is not None
         sensor = request.match_info["sensor"]
+        REQUESTER.set(self._requester(request))
         try:
             done = await self._reset(sensor)
         except KeyError:
             return web.Response(status=404, text=f"unknown sensor {sensor!r}\n")
         log.info("HTTP %s: reset counts of sensor %s", request.remote or "?", sensor)
         return web.Response(text=_one_line(done) + "\n")
+
+    def _requester(self, request: web.Request) -> str:
+        kind = "cli" if request.headers.get("User-Agent", "").startswith(CLI_AGENT) else "api"
+        user = self._cfg.username or "anonymous"
+        return f"{kind}:{user}@{request.remote or '?'}"
+
+    def _command_allowed(self, request: web.Request) -> web.Response | None:
+        """Commands change the sensors themselves: the same credentials as a reset."""
+        if self._may_reset(request):
+            return None
+        log.warning(
+            "HTTP %s: command refused: no valid credentials (basic auth or control token)",
+            request.remote or "?",
+        )
+        if self._cfg.username is None:
+            text = "commands need http.username/password or the local control token\n"
+            return web.Response(status=403, text=text)
+        return web.Response(
+            status=401,
+            text="basic auth required\n",
+            headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
+        )
+
+    async def _send_command(self, request: web.Request) -> web.Response:
+        refused = self._command_allowed(request)
+        if refused is not None:
+            return refused
+        assert self._send is not None
+        sensor = request.match_info["sensor"]
+        try:
+            doc = json.loads(await request.read())
+        except (ValueError, RecursionError) as exc:
+            return web.Response(status=400, text=_one_line(f"not valid JSON: {exc}") + "\n")
+        commands = doc if isinstance(doc, list) else [doc]
+        if not all(isinstance(c, dict) for c in commands):
+            return web.Response(status=400, text="a command is a JSON object, or a list of them\n")
+        try:
+            record = await self._send(sensor, commands, requester=self._requester(request))
+        except KeyError:
+            return web.Response(status=404, text=f"unknown sensor {sensor!r}\n")
+        except EncodeError as exc:
+            return web.Response(status=400, text=_one_line(str(exc)) + "\n")
+        except DeliveryRefusedError as exc:
+            return web.Response(status=409, text=_one_line(f"refused: {exc}") + "\n")
+        return web.json_response(record, status=202)
+
+    async def _list_commands(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.Response(status=401, text="basic auth required\n")
+        assert self._commands is not None
+        return web.json_response(self._commands(request.query.get("sensor")))
+
+    async def _get_command(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.Response(status=401, text="basic auth required\n")
+        assert self._commands is not None
+        wanted = request.match_info["id"]
+        for record in self._commands(None):
+            if record["id"] == wanted:
+                return web.json_response(record)
+        return web.Response(status=404, text=f"unknown command {wanted!r}\n")
 
     async def _sensors(self, request: web.Request) -> web.Response:
         if not self._authorised(request):

@@ -19,6 +19,7 @@ from typing import Any
 from gateway.codec.result import DecodeResult
 from gateway.codec.vs121_uplink import decode_uplink
 from gateway.codec.vs121p import parse_report_bytes, report_identity
+from gateway.device_points import derived_values
 from gateway.envelopes import Uplink, parse_envelope
 from gateway.errors import EnvelopeError
 from gateway.settings import SensorSection
@@ -98,6 +99,9 @@ class Ingest:
         self._unknown_logged: set[str] = set()
         self._quiet = _Quiet()
         self.last_uplink: dict[str, Uplink] = {}  # per sensor: addressing for downlinks
+        # Sees every decoded LoRaWAN uplink (settings echoes, device facts) before it is applied.
+        # Called with (source, sensor id, uplink, decoded data).
+        self.on_uplink: Callable[[str, str, Uplink, dict[str, Any]], None] | None = None
 
     # -- LoRaWAN uplinks ------------------------------------------------------------------
 
@@ -137,6 +141,10 @@ class Ingest:
             digest = hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
         else:
             return self._reject(source, sensor.id, Result.DECODE_ERROR, "uplink has no payload")
+        if decoded["data"]:
+            decoded["data"].update(derived_values(up, decoded["data"]))
+            if self.on_uplink is not None:
+                self.on_uplink(source, sensor.id, up, decoded["data"])
         key = _uplink_key(up, digest, decoded["data"])
         return self._apply(
             source, sensor.id, decoded, key=key, fcnt=up.fcnt, received_at=_when(up, now)

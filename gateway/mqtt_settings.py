@@ -15,7 +15,7 @@ from typing import Literal, Self
 from paho.mqtt.client import topic_matches_sub
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from gateway.envelopes import TopicPattern
+from gateway.envelopes import MILESIGHT_EUI_WILDCARD, TopicPattern
 from gateway.errors import ConfigError
 
 __all__ = ["Envelope", "MqttSection", "MqttSubscription", "MqttTls"]
@@ -66,16 +66,31 @@ class MqttSubscription(_Strict):
     envelope: Envelope
     # raw only: where the device EUI sits in the topic, e.g. "sensors/{dev_eui}/up".
     raw_topic_pattern: str | None = None
-    # milesight only: the downlink topic set in the Milesight gateway, may use {dev_eui}.
+    # Where downlinks go. Milesight (required for its downlinks): the downlink topic set in the
+    # gateway, with {dev_eui}, {DEV_EUI} (upper case) or its own `$deveui`; a trailing '/' as
+    # Milesight documents it is kept. ChirpStack and TTS: overrides their default command topic
+    # and may also use {app}, {tenant} and {device_id}.
     downlink_topic: str | None = None
     chirpstack_application: str | None = Field(None, min_length=1)
     tts_application: str | None = Field(None, min_length=1)
     tts_tenant: str | None = Field(None, min_length=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _milesight_notation(cls, data: object) -> object:
+        # Milesight writes its topics with `$deveui` for the device level and a trailing '/'
+        # (`/eg/uplink/$deveui/`); as a filter that device level is a '+'.
+        if isinstance(data, dict) and data.get("envelope") == "milesight":
+            topic = data.get("topic")
+            if isinstance(topic, str) and MILESIGHT_EUI_WILDCARD in topic:
+                data = {**data, "topic": topic.replace(MILESIGHT_EUI_WILDCARD, "+")}
+        return data
+
     @field_validator("topic")
     @classmethod
     def _filter(cls, v: str) -> str:
-        _check_levels(v, wildcards=True)
+        # A trailing '/' is checked with the envelope (see _per_envelope).
+        _check_levels(v[:-1] if len(v) > 1 and v.endswith("/") else v, wildcards=True)
         return v
 
     @field_validator("downlink_topic")
@@ -83,17 +98,24 @@ class MqttSubscription(_Strict):
     def _downlink(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        unknown = _placeholders(v) - {"dev_eui"}
+        sample = v.replace(MILESIGHT_EUI_WILDCARD, "{DEV_EUI}")
+        allowed = {"dev_eui", "DEV_EUI", "app", "tenant", "device_id"}
+        unknown = _placeholders(sample) - allowed
         if unknown:
-            raise ValueError(f"unknown placeholder {', '.join(sorted(unknown))}; use {{dev_eui}}")
-        _check_levels(v.replace("{dev_eui}", "0" * 16), wildcards=False)
+            raise ValueError(
+                f"unknown placeholder {', '.join(sorted(unknown))}; use {{dev_eui}}, {{DEV_EUI}}, "
+                f"{MILESIGHT_EUI_WILDCARD}, {{app}}, {{tenant}} or {{device_id}}"
+            )
+        for name in allowed:
+            sample = sample.replace("{" + name + "}", "x")
+        # Milesight documents its topics with a trailing '/' (`/eg/downlink/$deveui/`).
+        _check_levels(sample.removesuffix("/") or sample, wildcards=False)
         return v
 
     @model_validator(mode="after")
     def _per_envelope(self) -> Self:
         only = {
             "raw_topic_pattern": "raw",
-            "downlink_topic": "milesight",
             "chirpstack_application": "chirpstack",
             "tts_application": "tts",
             "tts_tenant": "tts",
@@ -103,8 +125,30 @@ class MqttSubscription(_Strict):
                 raise ValueError(
                     f"subscription {self.name!r}: {field} applies only to envelope {envelope!r}"
                 )
+        if self.topic.endswith("/") and len(self.topic) > 1 and self.envelope != "milesight":
+            # Only Milesight documents topics that end in '/'; elsewhere it is a typo.
+            raise ValueError(
+                f"subscription {self.name!r}: topic {self.topic!r} has an empty level "
+                "('//' or a trailing '/')"
+            )
         if self.envelope == "raw":
             self._check_raw_pattern()
+        if self.downlink_topic is not None and self.envelope not in (
+            "milesight",
+            "chirpstack",
+            "tts",
+        ):
+            raise ValueError(
+                f"subscription {self.name!r}: downlink_topic applies only to envelopes "
+                "'milesight', 'chirpstack' and 'tts'"
+            )
+        if self.envelope == "milesight" and self.downlink_topic is not None:
+            names = _placeholders(self.downlink_topic.replace(MILESIGHT_EUI_WILDCARD, "{DEV_EUI}"))
+            if names - {"dev_eui", "DEV_EUI"}:
+                raise ValueError(
+                    f"subscription {self.name!r}: a Milesight downlink_topic can only use the "
+                    f"device EUI ({{dev_eui}}, {{DEV_EUI}} or {MILESIGHT_EUI_WILDCARD})"
+                )
         return self
 
     def _check_raw_pattern(self) -> None:

@@ -185,6 +185,18 @@ class SimulateSection(_Strict):
     period: float = Field(5.0, ge=0.1, le=3600)
 
 
+class DownlinkSection(_Strict):
+    """Commands sent to LoRaWAN sensors (see `gateway.downlinks`)."""
+
+    # Ask the device to acknowledge the frame: the network server then reports the delivery.
+    confirmed: bool = True
+    # How long a command may wait for confirmation; by default two report intervals plus a
+    # minute, since a class A device only listens after it has sent an uplink.
+    timeout: float | None = Field(None, ge=1, le=7 * 86400)
+    # Refuse commands to a sensor that is offline (stale): the downlink would wait unseen.
+    refuse_offline: bool = True
+
+
 class PointOverride(_Strict):
     name: str | None = Field(None, min_length=1, max_length=64)
     instance: int | None = Field(None, ge=0, le=4194302)
@@ -375,6 +387,7 @@ class Settings(BaseSettings):
     http: HttpSection = HttpSection()
     mqtt: MqttSection = MqttSection()
     simulate: SimulateSection = SimulateSection()
+    downlinks: DownlinkSection = DownlinkSection()
     sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
     alarms: Annotated[list[AlarmSection], Field(max_length=MAX_RULES)] = []
 

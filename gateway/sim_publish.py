@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.settings import SensorSection
+from gateway.sim_network_server import SimulatedNetworkServer
 from gateway.simulate import SimulatedSpace
 
 
@@ -73,6 +74,26 @@ def uplink_topic(envelope: str, dev_eui: str) -> str:
     }[envelope]
 
 
+def _answer_downlinks(
+    client: mqtt.Client, server: SimulatedNetworkServer, plan: TrafficPlan, qos: int
+) -> None:
+    for downlink in server.pending():
+        for topic, body in server.events(downlink):
+            client.publish(topic, body, qos=qos).wait_for_publish(10)
+        eui = downlink.dev_eui or _tts_eui(plan, downlink.device_topic)
+        if eui is not None:
+            plan.echoes[eui] = plan.echoes.get(eui, b"") + downlink.payload
+
+
+def _tts_eui(plan: TrafficPlan, device_topic: str) -> str | None:
+    """The EUI of the simulated device a TTS topic names (its device id is vs121-<eui>)."""
+    device_id = device_topic.rsplit("/", 1)[-1]
+    for sim in plan.sims:
+        if sim.sensor.dev_eui and device_id == f"vs121-{sim.sensor.dev_eui}":
+            return sim.sensor.dev_eui
+    return None
+
+
 def vs121p_topic(serial: str) -> str:
     return f"vs121p/{serial}"
 
@@ -103,6 +124,8 @@ class TrafficPlan:
             for s in sensors
         ]
         self.rounds = 0
+        # Downlinks a simulated sensor received: echoed in its next uplink, as a VS121 does.
+        self.echoes: dict[str, bytes] = {}
 
     def round(self, now: float) -> Iterator[tuple[str, bytes]]:
         self.rounds += 1
@@ -125,7 +148,7 @@ class TrafficPlan:
             sim.missed.append((ts, sim.space.period_in, sim.space.period_out))
             return
         payloads = [
-            sim.space.uplink_occupancy(ts) + sim.space.uplink_line(),
+            sim.space.uplink_occupancy(ts) + sim.space.uplink_line() + self.echoes.pop(eui, b""),
             sim.space.uplink_counting(),
         ]
         if sim.missed:
@@ -165,11 +188,22 @@ def publish(
     rounds: int,
     interval: float,
     qos: int = 1,
+    network_server: SimulatedNetworkServer | None = None,
 ) -> int:
-    """Publish `rounds` rounds at `interval` seconds apart; returns messages published."""
+    """Publish `rounds` rounds at `interval` seconds apart; returns messages published. With a
+    `network_server`, downlinks are answered and echoed (see `gateway.sim_network_server`)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"vs121-sim-{secrets.token_hex(3)}")
     connected = threading.Event()
-    client.on_connect = lambda *_a, **_k: connected.set()
+
+    def on_connect(c: mqtt.Client, *_a: object, **_k: object) -> None:
+        if network_server is not None:
+            c.subscribe(network_server.filter, qos=1)
+        connected.set()
+
+    client.on_connect = on_connect
+    if network_server is not None:
+        ns = network_server
+        client.on_message = lambda _c, _u, m: ns.take(m.topic, bytes(m.payload))
     client.connect(host, port, keepalive=30)
     client.loop_start()
     sent = 0
@@ -180,6 +214,8 @@ def publish(
         start = time.time()
         for i in range(rounds):
             now = start + i * max(interval, 1.0)
+            if network_server is not None:
+                _answer_downlinks(client, network_server, plan, qos)
             for topic, body in plan.round(now):
                 client.publish(topic, body, qos=qos).wait_for_publish(10)
                 sent += 1

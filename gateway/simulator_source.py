@@ -12,7 +12,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
+from gateway.downlink_events import Event
 from gateway.ingest import Ingest
 from gateway.settings import SensorSection, Settings
 from gateway.simulate import SimulatedSpace
@@ -54,6 +56,16 @@ class SimulatorSource:
         }
         self._fcnt = dict.fromkeys(self._spaces, 0)
         self._run = secrets.token_hex(4)
+        # The demo's network server: downlinks waiting for the sensor's next uplink, and where
+        # its events go (see `deliver`).
+        self._downlinks: dict[str, list[bytes]] = {}
+        self.on_event: Callable[[Event], None] | None = None
+
+    def deliver(self, sensor_id: str, payload: bytes) -> None:
+        """Take a downlink as a network server would: at the sensor's next uplink it is sent
+        and acknowledged, and the simulated sensor echoes the setting in that uplink, as the
+        VS121 does."""
+        self._downlinks.setdefault(sensor_id, []).append(payload)
 
     def _describe(self, sensor: SensorSection) -> None:
         v = self._state.current(sensor.id)
@@ -88,8 +100,14 @@ class SimulatorSource:
     def _lorawan(self, sensor: SensorSection, space: SimulatedSpace, now: float) -> None:
         eui = sensor.dev_eui or ""
         topic = f"application/demo/device/{eui}/event/up"
+        echoes = b""
+        for downlink in self._downlinks.pop(sensor.id, []):
+            if self.on_event is not None:
+                self.on_event(Event("sent", SIM_SOURCE, dev_eui=eui))
+                self.on_event(Event("ack", SIM_SOURCE, dev_eui=eui))
+            echoes += downlink
         for payload in (
-            space.uplink_occupancy(int(now)) + space.uplink_line(),
+            space.uplink_occupancy(int(now)) + space.uplink_line() + echoes,
             space.uplink_counting(),
         ):
             self._fcnt[sensor.id] += 1

@@ -397,6 +397,17 @@ class GatewayState:
             self.gateway_values.update(changed)
             self._emit(Change("", changed))
 
+    def set_kept_values(self, sensor_id: str, values: Mapping[str, Value]) -> None:
+        """Values the gateway keeps for a sensor outside its reports (the command delivery
+        status): updated and emitted like any change, not journaled (their owner keeps them)."""
+        s = self.sensors[sensor_id]
+        known = {p.key for p in sensor_points(s.spec)}
+        changed = {k: v for k, v in values.items() if k in known and s.values.get(k) != v}
+        if changed:
+            s.values.update(changed)
+            self.dirty.add(sensor_id)
+            self._emit(Change(sensor_id, changed))
+
     def reset_totals(self, sensor_id: str) -> None:
         """Zero the gateway's totals for one sensor (a command from BACnet, Modbus or the CLI)."""
         s = self.sensors[sensor_id]

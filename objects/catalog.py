@@ -387,6 +387,136 @@ SENSOR_POINTS: tuple[Point, ...] = (
     ),
 )
 
+# -- sensor management (LoRaWAN): settings a BMS or PLC writes, link quality ----------------
+# A write sends the setting to the sensor as a downlink; the point keeps showing what the sensor
+# last reported (its settings echo), and Config Status says whether the write has been taken.
+SENSOR_POINTS += (
+    Point(
+        "reporting_interval",
+        "{sensor} Reporting Interval",
+        ObjectType.ANALOG_VALUE,
+        60,
+        "Periodic report interval in seconds (5..65535) as the sensor last echoed it; writing "
+        "sends the setting (ff 03) to the sensor, see Config Status for its delivery",
+        _reg(120),
+        units=Units.SECONDS,
+        cov_increment=1,
+        writable=True,
+        minimum=5,
+        maximum=65535,
+        models=_LORA,
+    ),
+    Point(
+        "trigger_report",
+        "{sensor} Trigger Report",
+        ObjectType.BINARY_VALUE,
+        60,
+        "Line-crossing trigger reports on (1) or off (0), as the sensor last echoed it; writing "
+        "sends the setting (f9 3d) to the sensor, see Config Status for its delivery",
+        _bit(21),
+        writable=True,
+        models=_LORA,
+    ),
+    Point(
+        "config_status",
+        "{sensor} Config Status",
+        _AI,
+        60,
+        "Delivery of commands to the sensor: bit 0 a command is on its way, then the last "
+        "finished command: bit 1 confirmed (acknowledged or echoed), bit 2 failed, bit 3 timed "
+        "out or lost; 0 = nothing sent",
+        _reg(121),
+        cov_increment=1,
+        source=Source.GATEWAY,
+        models=_LORA,
+    ),
+    Point(
+        "rssi",
+        "{sensor} RSSI",
+        _AI,
+        61,
+        "Signal strength of the last uplink in dBm, best over the receiving gateways",
+        _reg(122, signed=True),
+        cov_increment=3,
+        models=_LORA,
+    ),
+    Point(
+        "snr",
+        "{sensor} SNR",
+        _AI,
+        62,
+        "Signal-to-noise ratio of the last uplink in dB, best over the receiving gateways "
+        "(Modbus: tenths of a dB, signed)",
+        ModbusSpec(ModbusKind.REGISTER, 123, 1, scale=10, signed=True),
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "spreading_factor",
+        "{sensor} Spreading Factor",
+        _AI,
+        63,
+        "LoRa spreading factor (7..12) of the last uplink",
+        _reg(124),
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "gateway_count",
+        "{sensor} Receiving Gateways",
+        _AI,
+        64,
+        "Number of radio gateways that received the last uplink (not on Modbus: the sensor's "
+        "register block is kept readable in one request)",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "frame_counter",
+        "{sensor} Frame Counter",
+        _AI,
+        65,
+        "Uplink frame counter of the last uplink, restarting at a rejoin (not on Modbus: the "
+        "sensor's register block is kept readable in one request)",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    # Device facts as numbers (the text, and the serial number, are in the API).
+    Point(
+        "firmware_version_code",
+        "{sensor} Firmware Version",
+        _AI,
+        66,
+        "Firmware version the sensor reports, as major * 10000 + minor * 100 + patch "
+        "(1.0.3 -> 10003); the full text is in the API",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "hardware_version_code",
+        "{sensor} Hardware Version",
+        _AI,
+        67,
+        "Hardware version the sensor reports, as major * 100 + minor (1.0 -> 100)",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+    Point(
+        "lorawan_class_code",
+        "{sensor} LoRaWAN Class",
+        _AI,
+        68,
+        "LoRaWAN device class as the network server reports it: 0 A, 1 B, 2 C",
+        None,
+        cov_increment=1,
+        models=_LORA,
+    ),
+)
+
 GATEWAY_POINTS: tuple[Point, ...] = (
     Point(
         "heartbeat",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.device_settings import SETTING_POINTS
 from objects.catalog import (
     BACNET_BLOCK,
     GATEWAY_POINTS,
@@ -41,7 +42,8 @@ def test_inputs_are_never_writable(point: Point) -> None:
     if point.object_type in (ObjectType.ANALOG_INPUT, ObjectType.BINARY_INPUT):
         assert not point.writable
     if point.writable:
-        assert point.source is Source.COMMAND
+        # A command, or a sensor setting: written as a downlink, read back from the sensor.
+        assert point.source is Source.COMMAND or point.key in SETTING_POINTS
 
 
 def test_per_region_points_carry_the_placeholder() -> None:

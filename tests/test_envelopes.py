@@ -215,6 +215,7 @@ def test_chirpstack_sample() -> None:
         source="chirpstack",
         application_id=CS_APP,
         tenant_id="52f14cd4-c6f1-4fbd-8f87-4025e1d49242",
+        meta={"gateway_count": 1.0, "rssi": -57.0, "snr": 9.5, "spreading_factor": 7.0},
     )
     assert uplink.received_at == pytest.approx(T0 + 0.123456789, abs=1e-6)
 
@@ -234,6 +235,7 @@ def test_tts_sample() -> None:
         application_id="people-counting",
         tenant_id="ttn",
         device_id="lobby-vs121",
+        meta={"gateway_count": 1.0, "rssi": -57.0, "snr": 9.5, "spreading_factor": 7.0},
     )
     assert uplink.received_at == pytest.approx(T0 + 0.123456789, abs=1e-6)
 

@@ -85,3 +85,56 @@ async def test_auth_limits_and_reasons(server: tuple[HttpServer, Recorder]) -> N
             assert await r.text() == "m 1\n"
     assert rec.bodies == [b"{}", b"oops"]
     assert rec.resets == ["s1"]
+
+
+class Commands:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, list[dict[str, object]], str]] = []
+
+    async def send(
+        self, sensor: str, commands: list[dict[str, object]], *, requester: str
+    ) -> dict[str, object]:
+        self.sent.append((sensor, commands, requester))
+        return {"id": "c1", "state": "queued"}
+
+    def records(self, sensor: str | None) -> list[dict[str, object]]:
+        return [{"id": "c1", "sensor_id": "s1", "state": "queued"}]
+
+
+@pytest.mark.asyncio
+async def test_commands_need_auth_and_name_who_asked() -> None:
+    commands = Commands()
+    cfg = HttpSection(port=1, username="bms", password="s3cret")
+    srv = HttpServer(
+        cfg.model_copy(update={"port": 0}),
+        Recorder().ingest,
+        metrics_text=lambda: "",
+        healthy=lambda: True,
+        send=commands.send,
+        commands=commands.records,
+    )
+    await srv.start()
+    base = f"http://127.0.0.1:{srv.port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            body = b'{"command": "reboot"}'
+            async with http.post(f"{base}/api/sensors/s1/commands", data=body) as r:
+                assert r.status == 401
+            async with http.get(f"{base}/api/commands") as r:
+                assert r.status == 401
+            async with http.post(
+                f"{base}/api/sensors/s1/commands", data=body, headers=auth("bms", "s3cret")
+            ) as r:
+                assert r.status == 202
+                assert await r.json() == {"id": "c1", "state": "queued"}
+            async with http.post(
+                f"{base}/api/sensors/s1/commands", data=b"[1]", headers=auth("bms", "s3cret")
+            ) as r:
+                assert r.status == 400
+            async with http.get(f"{base}/api/commands/c1", headers=auth("bms", "s3cret")) as r:
+                assert (await r.json())["state"] == "queued"
+            async with http.get(f"{base}/api/commands/zz", headers=auth("bms", "s3cret")) as r:
+                assert r.status == 404
+    finally:
+        await srv.stop()
+    assert commands.sent == [("s1", [{"command": "reboot"}], "api:bms@127.0.0.1")]

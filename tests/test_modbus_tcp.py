@@ -258,7 +258,7 @@ async def test_never_reported_sensor_shows_its_status_word(rig_factory: RigFacto
     [
         (struct.pack(">BHH", 3, 7, 1), b"\x83\x02"),  # just past the gateway block
         (struct.pack(">BHH", 4, 0, 8), b"\x84\x02"),  # a range reaching past the block
-        (struct.pack(">BHH", 3, LOBBY_BASE + 119, 2), b"\x83\x02"),  # into the reserved offsets
+        (struct.pack(">BHH", 3, LOBBY_BASE + 124, 2), b"\x83\x02"),  # into the reserved offsets
         (struct.pack(">BHH", 3, 2 * 200, 1), b"\x83\x02"),  # sensor number 2 is not configured
         (struct.pack(">BHH", 2, LOBBY_BASE + 17, 1), b"\x82\x02"),
         (struct.pack(">BHH", 1, LOBBY_BASE, 1), b"\x81\x02"),  # the online bit is no coil
@@ -270,7 +270,7 @@ async def test_never_reported_sensor_shows_its_status_word(rig_factory: RigFacto
         (b"\x41\x00", b"\xc1\x01"),  # unknown function
         (struct.pack(">BHHHHB", 23, 0, 1, 0, 1, 2) + b"\x00\x01", b"\x97\x01"),  # not supported
         (struct.pack(">BHH", 6, LOBBY_BASE + 4, 1), b"\x86\x02"),  # read-only register
-        (struct.pack(">BHH", 5, 221, 0xFF00), b"\x85\x02"),  # no coil there
+        (struct.pack(">BHH", 5, 222, 0xFF00), b"\x85\x02"),  # no coil there
         (struct.pack(">BHH", 5, 220, 0x1234), b"\x85\x03"),  # a coil is 0xFF00 or 0x0000
         (struct.pack(">BHHB", 15, 220, 1, 2) + b"\x01\x00", b"\x8f\x03"),  # byte count wrong
         (struct.pack(">BHHB", 16, LOBBY_BASE, 1, 2) + b"\x00\x01", b"\x90\x02"),

@@ -381,11 +381,12 @@ def test_image_skips_keys_without_a_point_and_unknown_sensors() -> None:
 
 
 def test_other_model_points_in_a_block_read_zero() -> None:
-    """A VS121 block still answers at the VS121-P per-region dwell offsets (56..119), with 0."""
+    """A VS121 block still answers at the VS121-P per-region dwell offsets (56..119), with 0;
+    the block ends after offset 124."""
     spec = SensorSpec(id="x", name="X", number=4, model=Model.VS121)
     image = RegisterImage(resolve([spec]), word_order="high_first")
     assert image.read_registers(Table.INPUT, 800 + 56, 64) == bytes(128)
-    assert image.read_registers(Table.INPUT, 800 + 120, 1) is None
+    assert image.read_registers(Table.INPUT, 800 + 125, 1) is None
 
 
 def test_a_failing_request_costs_one_answer_04(caplog: pytest.LogCaptureFixture) -> None:

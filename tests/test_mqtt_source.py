@@ -603,10 +603,12 @@ def test_subscription_rejects_unsound_filters(topic: str, message: str) -> None:
         ({"envelope": "raw", "raw_topic_pattern": "s/{dev_eui}"}, "not matched by the filter"),
         ({"envelope": "raw", "raw_topic_pattern": "s/x{dev_eui}/up"}, "whole {dev_eui} level"),
         ({"envelope": "tts", "raw_topic_pattern": "s/{dev_eui}/up"}, "only to envelope 'raw'"),
-        ({"envelope": "chirpstack", "downlink_topic": "d/{dev_eui}"}, "only to envelope"),
+        ({"envelope": "vs121p", "downlink_topic": "d/{dev_eui}"}, "only to envelopes"),
+        ({"envelope": "chirpstack", "downlink_topic": "d/{eui}"}, "unknown placeholder eui"),
         ({"envelope": "milesight", "tts_tenant": "t"}, "applies only to envelope 'tts'"),
         ({"envelope": "milesight", "downlink_topic": "d/+/x"}, "wildcards"),
-        ({"envelope": "milesight", "downlink_topic": "d/{app}"}, "unknown placeholder app"),
+        ({"envelope": "milesight", "downlink_topic": "d/{app}"}, "can only use the device EUI"),
+        ({"envelope": "milesight", "downlink_topic": "d//{dev_eui}"}, "empty level"),
     ],
 )
 def test_subscription_options_must_fit_the_envelope(fields: dict[str, Any], message: str) -> None:
@@ -621,6 +623,44 @@ def test_subscription_options_for_their_envelope_are_kept() -> None:
     assert raw.raw_topic_pattern == "s/{dev_eui}/up"
     assert milesight.downlink_topic == "ms/down/{dev_eui}"
     assert (tts.tts_application, tts.tts_tenant) == ("app", "ten")
+
+
+@pytest.mark.parametrize(
+    ("envelope", "template"),
+    [
+        # As Milesight documents its downlink topic: its own wildcard, a trailing slash.
+        ("milesight", "/eg/downlink/$deveui/"),
+        ("milesight", "/eg/downlink/{DEV_EUI}/"),
+        ("milesight", "site/down/{dev_eui}"),
+        ("chirpstack", "application/{app}/device/{dev_eui}/command/down"),
+        ("chirpstack", "cs/{DEV_EUI}/down"),
+        ("tts", "v3/{app}@{tenant}/devices/{device_id}/down/replace"),
+    ],
+)
+def test_downlink_topics_as_the_network_servers_document_them(envelope: str, template: str) -> None:
+    assert sub("d", "x/#", envelope, downlink_topic=template).downlink_topic == template
+
+
+def test_milesight_subscription_topics_as_documented() -> None:
+    documented = sub("m", "/eg/uplink/$deveui/", "milesight")
+    assert documented.topic == "/eg/uplink/+/"
+    assert sub("m", "/eg/uplink/", "milesight").topic == "/eg/uplink/"
+    with pytest.raises(ValidationError, match="empty level"):
+        sub("c", "application/+/device/+/event/up/", "chirpstack")
+
+
+def test_check_config_accepts_milesight_topics_as_documented(tmp_path: Path) -> None:
+    from gateway.cli import main
+
+    cfg = tmp_path / "ms.toml"
+    cfg.write_text(
+        "[mqtt]\nenabled = true\n"
+        '[[mqtt.subscriptions]]\nname = "ms"\ntopic = "/eg/uplink/$deveui/"\n'
+        'envelope = "milesight"\ndownlink_topic = "/eg/downlink/$deveui/"\n'
+        '[[sensors]]\nid = "a"\nname = "A"\nnumber = 1\nmodel = "vs121"\n'
+        'dev_eui = "24E124527F418093"\n'
+    )
+    assert main(["check-config", str(cfg)]) == 0
 
 
 def test_subscription_names_are_unique() -> None:

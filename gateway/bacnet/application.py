@@ -59,6 +59,7 @@ from gateway.bacnet.cov import CovManager
 from gateway.bacnet.device import services_supported
 from gateway.bacnet.objects import PointObject, optional_properties, required_properties
 from gateway.bacnet.writes import ValidWrite, validate_write
+from gateway.commands import REQUESTER
 
 log = logging.getLogger("gateway.bacnet")
 
@@ -296,6 +297,7 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
         write = validate_write(
             obj, attr, apdu.propertyArrayIndex, apdu.priority, apdu.propertyValue
         )
+        REQUESTER.set(f"bacnet:{apdu.pduSource}")  # logged with any command the write sends
         await self.write_handler(obj, write)
         await self.response(SimpleAckPDU(context=apdu))
 

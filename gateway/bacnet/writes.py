@@ -19,7 +19,15 @@ from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.primitivedata import Enumerated, Real, TagClass, TagNumber
 
 from gateway.bacnet.objects import MINIMUM_ON_OFF_PRIORITY, PRIORITY_LEVELS, PointObject
-from gateway.commands import AlarmCommands, CommandRefusedError, Commands
+from gateway.commands import (
+    REQUESTER,
+    AlarmCommands,
+    CommandRefusedError,
+    Commands,
+    DeliveryRefusedError,
+    DownlinkCommands,
+)
+from gateway.device_settings import SETTING_POINTS, setting_command
 from objects.pointmap import ResolvedPoint
 
 log = logging.getLogger("gateway.bacnet")
@@ -95,11 +103,28 @@ def command_actions(commands: Commands) -> dict[str, WriteAction]:
     async def no_plain_write(point: ResolvedPoint, value: float) -> None:
         raise PropertyError("writeAccessDenied")  # commandable: always written with a level
 
+    async def setting(point: ResolvedPoint, value: float) -> None:
+        # Sent to the sensor as a downlink; the point keeps showing what the sensor echoes.
+        if not isinstance(commands, DownlinkCommands):
+            raise PropertyError("writeAccessDenied")
+        try:
+            command = setting_command(point.point.key, value)
+            record = await commands.send_command(
+                point.sensor_id, [command], requester=REQUESTER.get()
+            )
+        except ValueError:
+            raise PropertyError("valueOutOfRange") from None
+        except DeliveryRefusedError as exc:
+            log.warning("BACnet write to %s refused: %s", point.name, exc)
+            raise ExecutionError("device", "operationalProblem") from None
+        log.info("BACnet write: %s = %g sent as command %s", point.name, value, record["id"])
+
     return {
         "reset_counts": WriteAction(reset_counts, momentary=True),
         "rule_{r}_threshold": WriteAction(threshold),
         "rule_{r}_override": WriteAction(override),
         "rule_{r}_relay": WriteAction(no_plain_write, command=relay),
+        **{key: WriteAction(setting, momentary=True) for key in SETTING_POINTS},
     }
 
 

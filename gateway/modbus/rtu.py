@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import serial
 
+from gateway.commands import REQUESTER
 from gateway.modbus.pdu import RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu_framing import Frame, FrameScanner, with_crc
@@ -250,6 +251,7 @@ class _Link:
     async def _answer(self, frame: Frame, heard: int) -> None:
         if not frame.request:
             return  # another slave's response (or our own echo): nothing to do
+        REQUESTER.set(f"modbus-rtu:unit {frame.unit}")
         if self._router is not None:
             routed = self._router.handle(frame.unit, frame.pdu)
             if routed is None:

@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from gateway.commands import REQUESTER
 from gateway.modbus.pdu import PendingReply, Reply, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.units import UnitRouter
@@ -214,6 +215,8 @@ class _Connection(asyncio.Protocol):
                 # (83 01 to an 83) would read as an exception to another function. Silence.
                 self._server.on_outcome(Outcome.BAD_FRAME)
                 continue
+            peer = self._transport.get_extra_info("peername")
+            REQUESTER.set(f"modbus-tcp:{peer[0]}:{peer[1]}" if peer else "modbus-tcp")
             if router is None:
                 reply = self._server.handler.handle(pdu)
             else:

@@ -13,7 +13,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from gateway.commands import AlarmCommands, Commands
+from gateway.commands import REQUESTER, AlarmCommands, Commands, DownlinkCommands
+from gateway.device_settings import SETTING_POINTS, setting_command
 from gateway.modbus.encoding import decode
 from gateway.modbus.image import RegisterImage
 from gateway.modbus.layout import Table
@@ -64,7 +65,20 @@ async def _relay_coil(commands: Commands, rp: ResolvedPoint, value: float) -> ob
     return await alarm.command_relay(rule, OVERRIDE_PRIORITY, bool(value))
 
 
+async def _setting(commands: Commands, rp: ResolvedPoint, value: float) -> object:
+    # Sent to the sensor as a downlink (refused at once, 04, when it cannot be delivered); the
+    # register keeps showing what the sensor echoes.
+    if not isinstance(commands, DownlinkCommands):
+        raise LookupError(f"this gateway sends no commands for {rp.key}")
+    command = setting_command(rp.point.key, value)
+    requester = REQUESTER.get()
+    if requester == "unknown":
+        requester = "modbus"
+    return await commands.send_command(rp.sensor_id, [command], requester=requester)
+
+
 WRITE_ACTIONS: dict[str, WriteAction] = {
+    **dict.fromkeys(SETTING_POINTS, _setting),
     "reset_counts": _reset_counts,
     "rule_{r}_threshold": _alarm_threshold,
     "rule_{r}_override": _relay_override,
