@@ -10,17 +10,24 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, fdlimit
 from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
-from gateway.metrics import GatewayMetrics, default_metrics, relay_metrics
+from gateway.metrics import (
+    GatewayMetrics,
+    default_metrics,
+    mqtt_metrics,
+    refused_connections,
+    relay_metrics,
+)
 from gateway.modbus import ModbusServer
+from gateway.mqtt_consumer import MqttConsumer
 from gateway.mqtt_settings import MqttSubscription
-from gateway.mqtt_source import MqttMessage, MqttSource
+from gateway.mqtt_source import METRIC_OVERFLOW, MqttMessage, MqttSource
 from gateway.relay import RelayService
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
@@ -45,6 +52,8 @@ class Gateway:
     def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.metrics: GatewayMetrics = default_metrics()
+        self._mqtt_metrics = mqtt_metrics(self.metrics.registry)
+        self.refused = refused_connections(self.metrics.registry)
         self.notifier = notifier or Notifier.from_env()
         self.state = GatewayState(
             [(s.spec(), float(s.stale_seconds), float(s.report_interval)) for s in settings.sensors]
@@ -69,6 +78,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
+        self._fd_limit = 1024
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -95,6 +105,9 @@ class Gateway:
             len(self.settings.sensors),
             self.settings.gateway.state_dir,
         )
+        self._fd_limit = fdlimit.raise_soft_limit()
+        fdlimit.install()
+        fdlimit.quiet_loop_errors(asyncio.get_running_loop())
         self.store.prepare()
         self.store.lock()  # before reading: two gateways on one state directory would corrupt it
         restored = self.store.load_into(self.state)
@@ -169,10 +182,16 @@ class Gateway:
                 healthy=self._healthy,
                 reset=self.reset_counts,
                 status=self.status_document,
+                on_refused=lambda: self.refused.inc(listener="http", reason="limit"),
+            )
+            self.http.max_connections = fdlimit.connection_budget(
+                self._fd_limit, cfg.http.max_connections, what="http.max_connections"
             )
             await self.http.start()
         if cfg.mqtt.enabled:
-            self.mqtt = MqttSource(cfg.mqtt, on_connected=self._mqtt_connected)
+            self.mqtt = MqttSource(
+                cfg.mqtt, on_connected=self._mqtt_connected, metrics_hook=self._mqtt_event
+            )
             await self.mqtt.start()
             self.metrics.queue_depth.set_function(self.mqtt.depth, source="mqtt")
             self._spawn(self._mqtt_consumer(self.mqtt), "mqtt")
@@ -210,14 +229,16 @@ class Gateway:
         return result
 
     async def _mqtt_consumer(self, source: MqttSource) -> None:
-        while True:
-            msg = await source.get()
-            try:
-                self._handle_mqtt(source, msg)
-            except Exception:
-                # A bug must cost one message, not the whole MQTT ingest.
-                log.exception("MQTT: message on %s could not be processed", msg.topic[:200])
-                source.ack(msg)
+        # A message that raised is acknowledged only once its effect is durable (see there).
+        consumer = MqttConsumer(
+            source,
+            self._handle_mqtt,
+            progress=lambda: self.state.seq,
+            after_durable=self.committer.after_durable,
+            park_dir=self.settings.gateway.state_dir / "parked",
+            on_event=self._mqtt_retry_event,
+        )
+        await consumer.run()
 
     def _handle_mqtt(self, source: MqttSource, msg: MqttMessage) -> None:
         sub = msg.subscription
@@ -244,6 +265,15 @@ class Gateway:
             self.committer.after_durable(lambda: source.ack(msg))
         else:
             source.ack(msg)  # nothing to keep; a redelivery would fail the same way
+
+    def _mqtt_event(self, name: str, amount: int) -> None:
+        if name == METRIC_OVERFLOW:
+            self.metrics.queue_overflow.inc(amount, source="mqtt")
+        else:
+            self._mqtt_metrics.events.inc(amount, event=name)
+
+    def _mqtt_retry_event(self, name: str) -> None:
+        self._mqtt_metrics.faults.inc(event=name)
 
     def _mqtt_connected(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)

@@ -6,6 +6,7 @@ cannot be used, 401 without valid basic auth, 413 when the body exceeds the limi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.http_limits import LimitedSite
 from gateway.ingest import IngestResult, Result
 from gateway.settings import HttpSection
 
@@ -46,6 +48,7 @@ class HttpServer:
         healthy: Callable[[], bool],
         reset: ResetFn | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -56,6 +59,9 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
         self.port: int | None = None
+        self.max_connections = cfg.max_connections
+        self._site: LimitedSite | None = None
+        self._on_refused = on_refused or (lambda: None)
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._cfg.max_body_bytes)
@@ -69,18 +75,37 @@ class HttpServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        # The keep-alive timer runs from the moment a connection opens, so it also closes
+        # connections that never complete their request headers (slowloris).
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._cfg.idle_timeout,
+        )
         await self._runner.setup()
         context = None
         if self._cfg.tls_cert_file is not None and self._cfg.tls_key_file is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self._cfg.tls_cert_file, self._cfg.tls_key_file)
-        site = web.TCPSite(self._runner, self._cfg.host, self._cfg.port, ssl_context=context)
+        site = LimitedSite(
+            self._runner,
+            self._cfg.host,
+            self._cfg.port,
+            max_connections=self.max_connections,
+            ssl_context=context,
+            on_refused=self._on_refused,
+        )
+        self._site = site
         await site.start()
         bound = self._runner.addresses
         self.port = int(bound[0][1]) if bound else self._cfg.port
         scheme = "https" if context else "http"
         log.info("HTTP listening on %s://%s:%s", scheme, self._cfg.host, self.port)
+
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._site is None else self._site.open_connections
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -117,10 +142,16 @@ class HttpServer:
             log.warning("HTTP %s: rejected: body of %d bytes over the limit", peer, length)
             return web.Response(status=413, text="body too large\n")
         try:
-            body = await request.read()
+            async with asyncio.timeout(self._cfg.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             log.warning("HTTP %s: rejected: body over the limit", peer)
             return web.Response(status=413, text="body too large\n")
+        except TimeoutError:
+            log.warning(
+                "HTTP %s: rejected: body not received within %g s", peer, self._cfg.body_timeout
+            )
+            return web.Response(status=408, text="body too slow\n", headers={"Connection": "close"})
         result = await self._ingest(body, peer)
         status = _STATUS[result.result]
         text = result.result.value if status == 200 else f"{result.result.value}: {result.reason}"

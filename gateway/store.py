@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import fdlimit
 from gateway.errors import GatewayError
 from gateway.state import GatewayState
 
@@ -301,8 +302,9 @@ class Committer:
         dirty, self._state.dirty = self._state.dirty, set()
         docs = {sid: _dumps(self._state.sensors[sid].to_json()) for sid in dirty}
         try:
-            await asyncio.to_thread(self._store.write_snapshots, docs)
-            await asyncio.to_thread(self._store.journal.restart)
+            # New files need free descriptors: the reserve covers a process that has none.
+            await asyncio.to_thread(fdlimit.RESERVED.run, self._store.write_snapshots, docs)
+            await asyncio.to_thread(fdlimit.RESERVED.run, self._store.journal.restart)
         except OSError:
             self._state.dirty |= dirty
             raise
