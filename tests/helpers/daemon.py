@@ -118,6 +118,8 @@ class Daemon:
         self.log_path = workdir / "gateway.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
+        # How the gateway is started; a test may run it through a wrapper script instead.
+        self.command = [sys.executable, "-m", "gateway.cli"]
 
     def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         sock_path = self.workdir / "notify.sock"
@@ -130,7 +132,7 @@ class Daemon:
         child_env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+                [*self.command, "run", "--config", str(self.config)],
                 cwd=self.workdir,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
