@@ -13,6 +13,7 @@ from typing import Any
 from gateway import __version__, fdlimit
 from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
+from gateway.diskspace import free_bytes, mib
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
@@ -23,6 +24,7 @@ from gateway.metrics import (
     mqtt_metrics,
     refused_connections,
     relay_metrics,
+    state_volume_metrics,
 )
 from gateway.modbus import ModbusServer
 from gateway.mqtt_consumer import MqttConsumer
@@ -113,6 +115,7 @@ class Gateway:
         restored = self.store.load_into(self.state)
         self.store.journal.open()
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
+        self._prepare_state_volume()
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
@@ -128,6 +131,26 @@ class Gateway:
             await stop.wait()
         finally:
             await self._shutdown()
+
+    def _prepare_state_volume(self) -> None:
+        directory = self.settings.gateway.state_dir
+        space = self.committer.space
+        space.size_for(sum(p.stat().st_size for p in self.store.sensor_dir.glob("*.json")))
+        space.ensure()
+        log.info(
+            "state volume: %s free, %s held in reserve",
+            mib(free_bytes(directory)),
+            mib(space.held),
+        )
+        state_volume_metrics(
+            self.metrics.registry,
+            free=lambda: float(free_bytes(directory)),
+            failing=lambda: 0.0 if self.committer.failing is None else 1.0,
+        )
+
+    def problem(self) -> str | None:
+        """Why the gateway is degraded (it runs, but cannot do its job fully), or None."""
+        return self.committer.failing
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -183,6 +206,7 @@ class Gateway:
                 reset=self.reset_counts,
                 status=self.status_document,
                 on_refused=lambda: self.refused.inc(listener="http", reason="limit"),
+                problem=self.problem,
             )
             self.http.max_connections = fdlimit.connection_budget(
                 self._fd_limit, cfg.http.max_connections, what="http.max_connections"
@@ -217,8 +241,15 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         # Whatever was applied but not yet written goes to disk before we exit.
-        await self.committer.close()
-        log.info("vs121-gateway stopped; state saved")
+        if await self.committer.close():
+            log.info("vs121-gateway stopped; state saved")
+        else:
+            # Unacknowledged messages stay with their sources and come again at the next start.
+            log.error(
+                "vs121-gateway stopped; final state NOT saved (%s); unacknowledged messages "
+                "will be delivered again",
+                self.committer.failing,
+            )
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -318,7 +349,9 @@ class Gateway:
     def _status_line(self) -> str:
         online = sum(1 for s in self.state.sensors.values() if s.online)
         mqtt = "" if self.mqtt is None else (", MQTT up" if self.mqtt.connected else ", MQTT down")
-        return f"{online}/{len(self.state.sensors)} sensors online{mqtt}"
+        problem = self.problem()
+        degraded = "" if problem is None else f"degraded: {problem}; "
+        return f"{degraded}{online}/{len(self.state.sensors)} sensors online{mqtt}"
 
     def status_document(self) -> dict[str, Any]:
         """What GET /api/sensors shows: every sensor's freshness and current values."""

@@ -49,6 +49,7 @@ class HttpServer:
         reset: ResetFn | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
         on_refused: Callable[[], None] | None = None,
+        problem: Callable[[], str | None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -62,6 +63,7 @@ class HttpServer:
         self.max_connections = cfg.max_connections
         self._site: LimitedSite | None = None
         self._on_refused = on_refused or (lambda: None)
+        self._problem = problem or (lambda: None)
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._cfg.max_body_bytes)
@@ -185,9 +187,12 @@ class HttpServer:
         return web.Response(text=self._metrics_text(), content_type="text/plain", charset="utf-8")
 
     async def _health(self, _request: web.Request) -> web.Response:
-        if self._healthy():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="unhealthy\n")
+        if not self._healthy():
+            return web.Response(status=503, text="unhealthy\n")
+        problem = self._problem()
+        if problem is not None:
+            return web.Response(status=503, text=_one_line(f"degraded: {problem}") + "\n")
+        return web.Response(text="ok\n")
 
 
 def _is_loopback(address: str | None) -> bool:

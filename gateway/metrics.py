@@ -478,3 +478,17 @@ def refused_connections(registry: Registry) -> Counter:
         "Connections or requests refused, by listener and reason (limit, not_allowed).",
         ("listener", "reason"),
     )
+
+
+def state_volume_metrics(
+    registry: Registry, *, free: Callable[[], float], failing: Callable[[], float]
+) -> None:
+    """Room left on the state volume, and whether state writes are failing (computed at scrape)."""
+    registry.gauge(
+        "vs121gw_state_free_bytes",
+        "Bytes free on the volume holding the state directory.",
+    ).set_function(free)
+    registry.gauge(
+        "vs121gw_state_write_failing",
+        "1 while the state cannot be written (nothing is acknowledged meanwhile), else 0.",
+    ).set_function(failing)

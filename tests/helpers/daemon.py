@@ -156,6 +156,23 @@ class Daemon:
             if field in data.split("\n"):
                 return
 
+    def wait_notify_prefix(self, prefix: str, timeout: float) -> str:
+        """The first notification field starting with `prefix` (e.g. "STATUS=degraded")."""
+        assert self._notify is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {prefix} from the gateway; log:\n{self.log_tail()}")
+            self._notify.settimeout(left)
+            try:
+                data = self._notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            for line in data.split("\n"):
+                if line.startswith(prefix):
+                    return line
+
     @property
     def pid(self) -> int:
         assert self._process is not None
