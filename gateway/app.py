@@ -181,6 +181,7 @@ class Gateway:
                 state_dir=self.settings.gateway.state_dir,
                 version=__version__,
                 on_fd_change=lambda up: self.metrics.bacnet_fd_registered.set(1 if up else 0),
+                on_refused=lambda: self.refused.inc(listener="bacnet", reason="not_allowed"),
             )
             await self.bacnet.start()
         if mb.tcp.enabled or mb.rtu.enabled:
@@ -192,6 +193,7 @@ class Gateway:
                 on_request=lambda transport, outcome: self.metrics.modbus_requests.inc(
                     transport=transport, outcome=outcome
                 ),
+                on_refused=lambda: self.refused.inc(listener="modbus_tcp", reason="not_allowed"),
             )
             await self.modbus.start()
 

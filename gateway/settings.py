@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.access import parse_networks
 from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
 from objects.catalog import MAX_REGIONS, MAX_RULES, Model
@@ -71,6 +72,15 @@ class BacnetSection(_Strict):
     # DeviceCommunicationControl / ReinitializeDevice password (BACnet allows 1-20 characters).
     password: SecretStr | None = Field(None, min_length=1, max_length=20)
     bbmd: BbmdSection | None = None
+    # Addresses or networks of the BMS stations that may write and manage the device
+    # (DeviceCommunicationControl, ReinitializeDevice); empty: any station. Reads are open.
+    allow_writes_from: list[str] = []
+
+    @field_validator("allow_writes_from")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        parse_networks("bacnet.allow_writes_from", v)
+        return v
 
     @field_validator("address")
     @classmethod
@@ -93,6 +103,14 @@ class ModbusTcpSection(_Strict):
     port: int = Field(5020, ge=1, le=65535)
     # Connections beyond this are closed at once, so a misbehaving client cannot exhaust us.
     max_connections: int = Field(16, ge=1, le=1024)
+    # Client addresses or networks allowed to connect; empty: any client.
+    allow_from: list[str] = []
+
+    @field_validator("allow_from")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        parse_networks("modbus.tcp.allow_from", v)
+        return v
 
 
 class ModbusRtuSection(_Strict):

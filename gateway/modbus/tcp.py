@@ -14,6 +14,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from gateway.access import AllowList, admit_connection
 from gateway.modbus.pdu import PendingReply, Reply, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 
@@ -45,6 +46,7 @@ class TcpServer:
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._refused_logged = False
+        self.allow: AllowList | None = None  # client networks allowed to connect (None: any)
 
     @property
     def port(self) -> int | None:
@@ -96,6 +98,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if not admit_connection(self._server.allow, transport):
+            return
         if len(self._server.connections) >= self._server.max_connections:
             self._server.refuse(transport.get_extra_info("peername"))
             transport.abort()
