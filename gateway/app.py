@@ -142,6 +142,12 @@ class Gateway:
             mib(free_bytes(directory)),
             mib(space.held),
         )
+        self.metrics.registry.gauge(
+            "vs121gw_open_descriptors", "File descriptors the process has open."
+        ).set_function(lambda: float(fdlimit.open_descriptors()))
+        self.metrics.registry.gauge(
+            "vs121gw_descriptor_limit", "The process's soft limit on open file descriptors."
+        ).set_function(lambda: float(self._fd_limit))
         state_volume_metrics(
             self.metrics.registry,
             free=lambda: float(free_bytes(directory)),

@@ -154,7 +154,13 @@ class HttpServer:
                 "HTTP %s: rejected: body not received within %g s", peer, self._cfg.body_timeout
             )
             return web.Response(status=408, text="body too slow\n", headers={"Connection": "close"})
-        result = await self._ingest(body, peer)
+        try:
+            async with asyncio.timeout(self._cfg.ack_timeout):
+                result = await self._ingest(body, peer)
+        except TimeoutError:
+            # Applied in memory but not on disk: not acknowledged; a retry is recognised.
+            why = self._problem() or "state not written yet"
+            return web.Response(status=503, text=_one_line(f"not stored: {why}; retry") + "\n")
         status = _STATUS[result.result]
         text = result.result.value if status == 200 else f"{result.result.value}: {result.reason}"
         return web.Response(status=status, text=_one_line(text) + "\n")

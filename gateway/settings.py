@@ -158,6 +158,8 @@ class HttpSection(_Strict):
     max_connections: int = Field(256, ge=1, le=100_000)
     idle_timeout: float = Field(15.0, gt=0, le=3600)
     body_timeout: float = Field(15.0, gt=0, le=3600)
+    # A report not durable within this (the state volume is full) is answered 503: retry later.
+    ack_timeout: float = Field(10.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _pairs(self) -> Self:

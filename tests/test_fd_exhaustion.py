@@ -101,6 +101,13 @@ def test_vs121p_report_counted_while_out_of_descriptors(
         lambda: gateway.values("foyer").get("people_count_all") == report["current_total"],
         what="the report applied",
     )
+    assert (
+        0 < gateway.metric("vs121gw_open_descriptors") <= gateway.metric("vs121gw_descriptor_limit")
+    )
+    # Every failed accept used to log a whole traceback, many times a second.
+    log = gateway.log_text()
+    assert "Traceback" not in log
+    assert log.count("out of system resource") <= 2
     assert gateway.stop() == 0
     restarted = Daemon(gateway.workdir, gateway.config.read_text(), http_port=gateway.http_port)
     restarted.start()

@@ -12,6 +12,8 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,7 +88,11 @@ class Publisher:
 def _daemon(tmp_path: Path, state: Path, broker: MosquittoBroker) -> Daemon:
     port = new_http_port()
     cfg = gateway_config(
-        state, mqtt_port=broker.port, http_port=port, subscriptions=ALL_SUBSCRIPTIONS
+        state,
+        mqtt_port=broker.port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+        extra="ack_timeout = 1.0\n",
     )
     daemon = Daemon(tmp_path, cfg, http_port=port)
     daemon.start()
@@ -159,6 +165,15 @@ def test_full_volume_is_reported_once_and_recovered(
         assert health(daemon).startswith("degraded: cannot write state: No space left on device")
         status = daemon.wait_notify_prefix("STATUS=degraded", 10)
         assert "No space left on device" in status
+        # An HTTP push is not acknowledged either: 503 with the reason, not a hang or a 200.
+        line = json.loads((DATA / "line_interval.json").read_text())
+        post = urllib.request.Request(
+            f"http://127.0.0.1:{daemon.http_port}/vs121p", data=json.dumps(line).encode()
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=10)
+        assert refused.value.code == 503
+        assert b"No space left on device" in refused.value.read()
         time.sleep(3)  # the committer retries every second: three retries' worth of log
         log = daemon.log_text()
         assert log.count("cannot write state") == 1
