@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from gateway import fdlimit
 from gateway.logsummary import Summariser
 from gateway.mqtt_source import MqttMessage, MqttSource
 from gateway.store import atomic_write
@@ -156,4 +157,4 @@ class MqttConsumer:
 
 def _write_parked(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    atomic_write(path, data)
+    fdlimit.RESERVED.run(atomic_write, path, data)  # a new file: the descriptor reserve helps
