@@ -35,6 +35,7 @@ log = logging.getLogger("gateway.store")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 SNAPSHOT_INTERVAL_S = 60.0
 SNAPSHOT_JOURNAL_BYTES = 8 * 1024 * 1024
+SNAPSHOT_RETRY_S = 5.0  # a failed snapshot is tried again after this, not on every batch
 SNAPSHOT_SLICE_S = 0.005  # longest stretch of snapshot serialisation between two yields
 FLUSH_AT_PENDING = 16  # below a broker's usual in-flight window (mosquitto: 20)
 
@@ -246,6 +247,7 @@ class Committer:
         self.failing: str | None = None  # why state cannot be written now (None: it can)
         self._failures = 0
         self._failing_since = 0.0
+        self._snapshot_retry_at = 0.0
 
     def after_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything applied so far is on disk."""
@@ -278,7 +280,9 @@ class Committer:
             self._full.clear()
             due = time.monotonic() - self._last_snapshot >= self._snapshot_interval
             big = self._store.journal.size >= SNAPSHOT_JOURNAL_BYTES
-            await self.flush(snapshot=due or big or self._force_snapshot)
+            # After a failed snapshot, batches go to the journal for a while before the next try.
+            backoff = time.monotonic() < self._snapshot_retry_at
+            await self.flush(snapshot=(due or big or self._force_snapshot) and not backoff)
 
     async def flush(self, *, snapshot: bool = False) -> bool:
         """Write what was applied; True once it is on disk (and its callbacks have run)."""
@@ -295,7 +299,8 @@ class Committer:
             self._wake.set()
             await asyncio.sleep(1.0)
             return False
-        self._recovered()
+        if records or snapshot:  # something reached the disk: writing works again
+            self._recovered()
         if (records or snapshot) and self._on_write is not None:
             self._on_write(time.perf_counter() - started)
         for cb in callbacks:
@@ -308,6 +313,7 @@ class Committer:
                 await self._snapshot()
                 return
             except OSError as exc:
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
                 if not records:
                     raise
                 # Acknowledgements must not wait for the snapshot: the journal may still take it.
@@ -383,5 +389,9 @@ class Committer:
     async def close(self) -> bool:
         """Final snapshot at shutdown (the next start needs no replay); False if it failed."""
         saved = await self.flush(snapshot=True)
+        if not saved and not self._state.journal:
+            # Only the compaction failed: every record is in the journal, replayed at start.
+            log.warning("final snapshot not written (%s); the journal has it all", self.failing)
+            saved = True
         self._store.journal.close()
         return saved

@@ -186,7 +186,9 @@ def test_full_volume_is_reported_once_and_recovered(
         # Full again at shutdown: the final snapshot fails and the log says so.
         (volume / "state" / RESERVE).unlink(missing_ok=True)
         fill(filler)
-        pub.report(2, total=8)
+        # More than the journal's last, partly used page can still take.
+        for n in range(2, 22):
+            pub.report(n, total=100 + n)
         daemon.wait_until(
             lambda: daemon.metric("vs121gw_state_write_failing") == 1, what="failing again"
         )
@@ -202,7 +204,7 @@ def test_full_volume_is_reported_once_and_recovered(
     again.start()
     try:
         again.wait_until(
-            lambda: again.values("foyer").get("people_count_all") == 8, what="redelivered"
+            lambda: again.values("foyer").get("people_count_all") == 121, what="redelivered"
         )
     finally:
         again.stop()
