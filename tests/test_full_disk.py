@@ -194,7 +194,8 @@ def test_full_volume_is_reported_once_and_recovered(
         )
     finally:
         pub.close()
-    daemon.stop()
+        if daemon.running():
+            daemon.stop()
     log = daemon.log_text()
     assert "final state NOT saved" in log
     assert "stopped; state saved" not in log
