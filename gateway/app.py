@@ -10,20 +10,29 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from gateway import __version__, control_token
+from gateway import __version__, control_token, fdlimit
 from gateway.bacnet import BacnetServer
 from gateway.command_service import CommandService
 from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.config_audit import open_endpoints
+from gateway.diskspace import free_bytes, mib
 from gateway.downlink_events import parse_event
 from gateway.envelopes import Uplink
 from gateway.errors import EncodeError, EnvelopeError
 from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
-from gateway.metrics import GatewayMetrics, default_metrics, relay_metrics
+from gateway.metrics import (
+    GatewayMetrics,
+    default_metrics,
+    mqtt_metrics,
+    refused_connections,
+    relay_metrics,
+    state_volume_metrics,
+)
 from gateway.modbus import ModbusServer
+from gateway.mqtt_consumer import MqttConsumer
 from gateway.mqtt_settings import MqttSubscription
-from gateway.mqtt_source import MqttMessage, MqttSource
+from gateway.mqtt_source import METRIC_OVERFLOW, MqttMessage, MqttSource
 from gateway.relay import RelayService
 from gateway.sdnotify import Notifier, watchdog_loop
 from gateway.settings import Settings
@@ -48,6 +57,8 @@ class Gateway:
     def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.metrics: GatewayMetrics = default_metrics()
+        self._mqtt_metrics = mqtt_metrics(self.metrics.registry)
+        self.refused = refused_connections(self.metrics.registry)
         self.notifier = notifier or Notifier.from_env()
         self.state = GatewayState(
             [(s.spec(), float(s.stale_seconds), float(s.report_interval)) for s in settings.sensors]
@@ -86,6 +97,7 @@ class Gateway:
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
         self._control_token: str | None = None
+        self._fd_limit = 1024
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -114,12 +126,16 @@ class Gateway:
             len(self.settings.sensors),
             self.settings.gateway.state_dir,
         )
+        self._fd_limit = fdlimit.raise_soft_limit()
+        fdlimit.install()
+        fdlimit.quiet_loop_errors(asyncio.get_running_loop())
         self.store.prepare()
         self.store.lock()  # before reading: two gateways on one state directory would corrupt it
         restored = self.store.load_into(self.state)
         self.store.journal.open()
         self.commands.start(self.settings.mqtt.subscriptions)
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
+        self._prepare_state_volume()
         self._control_token = control_token.create(self.settings.gateway.state_dir)
         for warning in open_endpoints(self.settings, bacnet=False):  # BACnet warns itself
             log.warning("configuration: %s", warning)
@@ -140,6 +156,32 @@ class Gateway:
             await stop.wait()
         finally:
             await self._shutdown()
+
+    def _prepare_state_volume(self) -> None:
+        directory = self.settings.gateway.state_dir
+        space = self.committer.space
+        space.size_for(sum(p.stat().st_size for p in self.store.sensor_dir.glob("*.json")))
+        space.ensure()
+        log.info(
+            "state volume: %s free, %s held in reserve",
+            mib(free_bytes(directory)),
+            mib(space.held),
+        )
+        self.metrics.registry.gauge(
+            "vs121gw_open_descriptors", "File descriptors the process has open."
+        ).set_function(lambda: float(fdlimit.open_descriptors()))
+        self.metrics.registry.gauge(
+            "vs121gw_descriptor_limit", "The process's soft limit on open file descriptors."
+        ).set_function(lambda: float(self._fd_limit))
+        state_volume_metrics(
+            self.metrics.registry,
+            free=lambda: float(free_bytes(directory)),
+            failing=lambda: 0.0 if self.committer.failing is None else 1.0,
+        )
+
+    def problem(self) -> str | None:
+        """Why the gateway is degraded (it runs, but cannot do its job fully), or None."""
+        return self.committer.failing
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -170,6 +212,7 @@ class Gateway:
                 state_dir=self.settings.gateway.state_dir,
                 version=__version__,
                 on_fd_change=lambda up: self.metrics.bacnet_fd_registered.set(1 if up else 0),
+                on_refused=lambda: self.refused.inc(listener="bacnet", reason="not_allowed"),
             )
             await self.bacnet.start()
         if mb.tcp.enabled or mb.rtu.enabled:
@@ -181,6 +224,7 @@ class Gateway:
                 on_request=lambda transport, outcome: self.metrics.modbus_requests.inc(
                     transport=transport, outcome=outcome
                 ),
+                on_refused=lambda: self.refused.inc(listener="modbus_tcp", reason="not_allowed"),
             )
             await self.modbus.start()
 
@@ -197,10 +241,17 @@ class Gateway:
                 control_token=self._control_token,
                 send=self.send_command,
                 commands=self.commands.records,
+                on_refused=lambda: self.refused.inc(listener="http", reason="limit"),
+                problem=self.problem,
+            )
+            self.http.max_connections = fdlimit.connection_budget(
+                self._fd_limit, cfg.http.max_connections, what="http.max_connections"
             )
             await self.http.start()
         if cfg.mqtt.enabled:
-            self.mqtt = MqttSource(cfg.mqtt, on_connected=self._mqtt_connected)
+            self.mqtt = MqttSource(
+                cfg.mqtt, on_connected=self._mqtt_connected, metrics_hook=self._mqtt_event
+            )
             self.commands.mqtt = self.mqtt
             await self.mqtt.start()
             self.metrics.queue_depth.set_function(self.mqtt.depth, source="mqtt")
@@ -230,8 +281,15 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         # Whatever was applied but not yet written goes to disk before we exit.
-        await self.committer.close()
-        log.info("vs121-gateway stopped; state saved")
+        if await self.committer.close():
+            log.info("vs121-gateway stopped; state saved")
+        else:
+            # Unacknowledged messages stay with their sources and come again at the next start.
+            log.error(
+                "vs121-gateway stopped; final state NOT saved (%s); unacknowledged messages "
+                "will be delivered again",
+                self.committer.failing,
+            )
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -242,14 +300,16 @@ class Gateway:
         return result
 
     async def _mqtt_consumer(self, source: MqttSource) -> None:
-        while True:
-            msg = await source.get()
-            try:
-                self._handle_mqtt(source, msg)
-            except Exception:
-                # A bug must cost one message, not the whole MQTT ingest.
-                log.exception("MQTT: message on %s could not be processed", msg.topic[:200])
-                source.ack(msg)
+        # A message that raised is acknowledged only once its effect is durable (see there).
+        consumer = MqttConsumer(
+            source,
+            self._handle_mqtt,
+            progress=lambda: self.state.seq,
+            after_durable=self.committer.after_durable,
+            park_dir=self.settings.gateway.state_dir / "parked",
+            on_event=self._mqtt_retry_event,
+        )
+        await consumer.run()
 
     def _handle_mqtt(self, source: MqttSource, msg: MqttMessage) -> None:
         sub = msg.subscription
@@ -300,6 +360,15 @@ class Gateway:
         if sub is not None or source == SIM_SOURCE:
             self.commands.uplink_seen(sensor_id, up, sub, data)
 
+    def _mqtt_event(self, name: str, amount: int) -> None:
+        if name == METRIC_OVERFLOW:
+            self.metrics.queue_overflow.inc(amount, source="mqtt")
+        else:
+            self._mqtt_metrics.events.inc(amount, event=name)
+
+    def _mqtt_retry_event(self, name: str) -> None:
+        self._mqtt_metrics.faults.inc(event=name)
+
     def _mqtt_connected(self, connected: bool) -> None:
         self.metrics.mqtt_connected.set(1 if connected else 0)
         if connected:
@@ -344,7 +413,9 @@ class Gateway:
     def _status_line(self) -> str:
         online = sum(1 for s in self.state.sensors.values() if s.online)
         mqtt = "" if self.mqtt is None else (", MQTT up" if self.mqtt.connected else ", MQTT down")
-        return f"{online}/{len(self.state.sensors)} sensors online{mqtt}"
+        problem = self.problem()
+        degraded = "" if problem is None else f"degraded: {problem}; "
+        return f"{degraded}{online}/{len(self.state.sensors)} sensors online{mqtt}"
 
     def status_document(self) -> dict[str, Any]:
         """What GET /api/sensors shows: every sensor's freshness and current values."""

@@ -6,6 +6,7 @@ cannot be used, 401 without valid basic auth, 413 when the body exceeds the limi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hmac
@@ -20,6 +21,7 @@ from aiohttp import web
 from gateway import control_token
 from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.errors import EncodeError
+from gateway.http_limits import LimitedSite
 from gateway.ingest import IngestResult, Result
 from gateway.settings import HttpSection
 
@@ -55,6 +57,8 @@ class HttpServer:
         control_token: str | None = None,
         send: SendFn | None = None,
         commands: Callable[[str | None], list[dict[str, Any]]] | None = None,
+        on_refused: Callable[[], None] | None = None,
+        problem: Callable[[], str | None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -68,6 +72,10 @@ class HttpServer:
         self._password = cfg.basic_auth_password()
         self._control_token = control_token  # see gateway.control_token
         self.port: int | None = None
+        self.max_connections = cfg.max_connections
+        self._site: LimitedSite | None = None
+        self._on_refused = on_refused or (lambda: None)
+        self._problem = problem or (lambda: None)
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._cfg.max_body_bytes)
@@ -86,18 +94,37 @@ class HttpServer:
         return app
 
     async def start(self) -> None:
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        # The keep-alive timer runs from the moment a connection opens, so it also closes
+        # connections that never complete their request headers (slowloris).
+        self._runner = web.AppRunner(
+            self._app(),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self._cfg.idle_timeout,
+        )
         await self._runner.setup()
         context = None
         if self._cfg.tls_cert_file is not None and self._cfg.tls_key_file is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(self._cfg.tls_cert_file, self._cfg.tls_key_file)
-        site = web.TCPSite(self._runner, self._cfg.host, self._cfg.port, ssl_context=context)
+        site = LimitedSite(
+            self._runner,
+            self._cfg.host,
+            self._cfg.port,
+            max_connections=self.max_connections,
+            ssl_context=context,
+            on_refused=self._on_refused,
+        )
+        self._site = site
         await site.start()
         bound = self._runner.addresses
         self.port = int(bound[0][1]) if bound else self._cfg.port
         scheme = "https" if context else "http"
         log.info("HTTP listening on %s://%s:%s", scheme, self._cfg.host, self.port)
+
+    @property
+    def open_connections(self) -> int:
+        return 0 if self._site is None else self._site.open_connections
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -134,11 +161,23 @@ class HttpServer:
             log.warning("HTTP %s: rejected: body of %d bytes over the limit", peer, length)
             return web.Response(status=413, text="body too large\n")
         try:
-            body = await request.read()
+            async with asyncio.timeout(self._cfg.body_timeout):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             log.warning("HTTP %s: rejected: body over the limit", peer)
             return web.Response(status=413, text="body too large\n")
-        result = await self._ingest(body, peer)
+        except TimeoutError:
+            log.warning(
+                "HTTP %s: rejected: body not received within %g s", peer, self._cfg.body_timeout
+            )
+            return web.Response(status=408, text="body too slow\n", headers={"Connection": "close"})
+        try:
+            async with asyncio.timeout(self._cfg.ack_timeout):
+                result = await self._ingest(body, peer)
+        except TimeoutError:
+            # Applied in memory but not on disk: not acknowledged; a retry is recognised.
+            why = self._problem() or "state not written yet"
+            return web.Response(status=503, text=_one_line(f"not stored: {why}; retry") + "\n")
         status = _STATUS[result.result]
         text = result.result.value if status == 200 else f"{result.result.value}: {result.reason}"
         return web.Response(status=status, text=_one_line(text) + "\n")
@@ -246,9 +285,12 @@ class HttpServer:
         return web.Response(text=self._metrics_text(), content_type="text/plain", charset="utf-8")
 
     async def _health(self, _request: web.Request) -> web.Response:
-        if self._healthy():
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="unhealthy\n")
+        if not self._healthy():
+            return web.Response(status=503, text="unhealthy\n")
+        problem = self._problem()
+        if problem is not None:
+            return web.Response(status=503, text=_one_line(f"degraded: {problem}") + "\n")
+        return web.Response(text="ok\n")
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -502,3 +502,56 @@ def relay_metrics(registry: Registry) -> RelayMetrics:
             ("rule",),
         ),
     )
+
+
+@dataclass(frozen=True)
+class MqttMetrics:
+    """The MQTT source's link and delivery events, and messages held back after a fault."""
+
+    events: Counter
+    faults: Counter
+
+
+MQTT_EVENTS: Final = ("received", "connected", "disconnected", "connect_failed")
+MQTT_FAULTS: Final = ("failed", "retried", "parked")
+
+
+def mqtt_metrics(registry: Registry) -> MqttMetrics:
+    return MqttMetrics(
+        events=registry.counter(
+            "vs121gw_mqtt_events_total",
+            "MQTT messages received into the queue, and connections made, lost and failed.",
+            ("event",),
+            allowed={"event": MQTT_EVENTS},
+        ),
+        faults=registry.counter(
+            "vs121gw_mqtt_message_faults_total",
+            "MQTT messages whose handling failed (left unacknowledged), retries, and messages "
+            "parked in the state directory after repeated failures.",
+            ("event",),
+            allowed={"event": MQTT_FAULTS},
+        ),
+    )
+
+
+def refused_connections(registry: Registry) -> Counter:
+    """Peers turned away: over a listener's connection cap, or not on its allow-list."""
+    return registry.counter(
+        "vs121gw_connections_refused_total",
+        "Connections or requests refused, by listener and reason (limit, not_allowed).",
+        ("listener", "reason"),
+    )
+
+
+def state_volume_metrics(
+    registry: Registry, *, free: Callable[[], float], failing: Callable[[], float]
+) -> None:
+    """Room left on the state volume, and whether state writes are failing (computed at scrape)."""
+    registry.gauge(
+        "vs121gw_state_free_bytes",
+        "Bytes free on the volume holding the state directory.",
+    ).set_function(free)
+    registry.gauge(
+        "vs121gw_state_write_failing",
+        "1 while the state cannot be written (nothing is acknowledged meanwhile), else 0.",
+    ).set_function(failing)

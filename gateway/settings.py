@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.access import parse_networks
 from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
 from objects.catalog import MAX_REGIONS, MAX_RULES, Model
@@ -71,6 +72,15 @@ class BacnetSection(_Strict):
     # DeviceCommunicationControl / ReinitializeDevice password (BACnet allows 1-20 characters).
     password: SecretStr | None = Field(None, min_length=1, max_length=20)
     bbmd: BbmdSection | None = None
+    # Addresses or networks of the BMS stations that may write and manage the device
+    # (DeviceCommunicationControl, ReinitializeDevice); empty: any station. Reads are open.
+    allow_writes_from: list[str] = []
+
+    @field_validator("allow_writes_from")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        parse_networks("bacnet.allow_writes_from", v)
+        return v
 
     @field_validator("address")
     @classmethod
@@ -101,6 +111,14 @@ class ModbusTcpSection(_Strict):
     keepalive_idle_s: int = Field(30, ge=1, le=7200)
     keepalive_interval_s: int = Field(10, ge=1, le=600)
     keepalive_count: int = Field(3, ge=1, le=20)
+    # Client addresses or networks allowed to connect; empty: any client.
+    allow_from: list[str] = []
+
+    @field_validator("allow_from")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        parse_networks("modbus.tcp.allow_from", v)
+        return v
 
 
 class ModbusRtuSection(_Strict):
@@ -154,6 +172,14 @@ class HttpSection(_Strict):
     password_file: Path | None = None
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    # Each connection costs a file descriptor: capped so that nobody who can reach the port
+    # starves the journal and the other sinks. Idle connections, and requests whose headers or
+    # body do not arrive in time, are closed.
+    max_connections: int = Field(256, ge=1, le=100_000)
+    idle_timeout: float = Field(15.0, gt=0, le=3600)
+    body_timeout: float = Field(15.0, gt=0, le=3600)
+    # A report not durable within this (the state volume is full) is answered 503: retry later.
+    ack_timeout: float = Field(10.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _pairs(self) -> Self:

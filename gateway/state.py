@@ -5,14 +5,16 @@ Rules (each has a test):
 - A frame counter that steps back a little is a late frame; one that restarts near zero (or
   jumps back a long way) is a rejoin, after which frame-counter keys from before are forgotten.
 - A value is replaced only by a report at least as new as the one it came from: historical records
-  (0x20ce retransmissions) never overwrite newer present values. Live reports are ordered by when
-  they were received; a history record by its own time, but never later than its arrival, so a
-  sensor clock that runs fast cannot freeze the present values.
+  (0x20ce retransmissions) never overwrite newer present values. Live reports are ordered by
+  arrival (the newest is the present, even if the wall clock stepped back in between); a history
+  record by its own time, but never later than its arrival, so a sensor clock that runs fast
+  cannot freeze the present values.
 - Line crossings reach the gateway's totals exactly once: see `gateway.linecount`. Totals are
   32-bit (they wrap at 2^32), persisted, and reset only by a command.
 - Freshness: a sensor silent for longer than its stale-after time is offline; its values are kept
   but flagged, and the transition is reported once each way. Freshness is judged on the local
-  receive time, never on a time the message carries.
+  receive time, measured on the monotonic clock (a wall-clock step is logged once and changes
+  nothing), never on a time the message carries.
 
 The state is plain data; `gateway.store` persists it and the application wires it to the sinks.
 """
@@ -38,6 +40,7 @@ TOTAL_MODULO = 1 << 32
 SEEN_KEYS_KEPT = 1024  # about a week of 10-minute reports: covers any broker redelivery
 HISTORY_MATCH_WINDOW_S = 60.0  # a record matches a live report without sensor time this close
 SECONDS_SATURATE = 65535
+CLOCK_STEP_S = 2.0  # wall against monotonic: a larger jump between two ticks is a step
 STATE_VERSION = 2
 MAX_SENSOR_TIME = (1 << 32) - 1  # the protocol's timestamps are unsigned 32-bit seconds
 # A frame counter going back by less than this (and not to near zero) is a late frame, not a
@@ -97,6 +100,9 @@ class SensorState:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     max_fcnt: int | None = None
     applied_seq: int = 0  # last journal record reflected in this state
+    # When the newest report was heard, on the monotonic clock (not persisted: rebuilt from
+    # last_report on restore). Freshness is measured on it, so a wall-clock step changes nothing.
+    heard_at: float | None = None
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -166,8 +172,12 @@ class GatewayState:
         sensors: Sequence[tuple[SensorSpec, float, float]],
         *,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] | None = None,
     ) -> None:
         self._clock = clock
+        # A test that injects one clock moves both; the daemon's wall clock may step, this not.
+        self._mono = monotonic or (time.monotonic if clock is time.time else clock)
+        self._wall_minus_mono: float | None = None
         self.sensors: dict[str, SensorState] = {
             spec.id: SensorState(
                 spec=spec,
@@ -228,7 +238,10 @@ class GatewayState:
         received = report.received_at
         sensor_time = _sensor_time(data.get("timestamp"))
 
-        self._apply_values(s, data, received, changed, problems)
+        # Live values in receive order: the newest report is the present, whatever the wall
+        # clock said when it came (it may have stepped back since the last one).
+        live_when = max(received, max(s.as_of.values(), default=received))
+        self._apply_values(s, data, live_when, changed, problems)
         self._count_lines(s, data, sensor_time, received, history=False)
         history = data.get("history")
         if history is not None and not isinstance(history, list):
@@ -245,8 +258,11 @@ class GatewayState:
             self._count_lines(s, record, rts, received, history=True)
 
         previous = s.last_report
-        s.last_report = max(s.last_report or 0.0, received)
-        changed.update(self._derived(s, self._clock()))
+        heard = self._heard_at(received)
+        if s.heard_at is None or heard >= s.heard_at:
+            s.heard_at = heard
+            s.last_report = received
+        changed.update(self._derived(s, self._mono()))
         was_online = s.online
         s.online = bool(s.values.get("online"))
         self.dirty.add(s.spec.id)
@@ -343,7 +359,12 @@ class GatewayState:
 
     # -- derived values, freshness, commands ------------------------------------------------
 
+    def _heard_at(self, received: float) -> float:
+        """A wall receive time as a monotonic time: now less how long ago it was (never ahead)."""
+        return self._mono() - max(0.0, self._clock() - received)
+
     def _derived(self, s: SensorState, now: float) -> dict[str, Value]:
+        """Totals and freshness; `now` is monotonic."""
         lines = s.ledger
         out: dict[str, Value] = {
             "gateway_total_in": lines.total_in % TOTAL_MODULO,
@@ -357,9 +378,9 @@ class GatewayState:
 
     @staticmethod
     def _freshness_values(s: SensorState, now: float) -> dict[str, Value]:
-        if s.last_report is None:
+        if s.last_report is None or s.heard_at is None:
             return {"online": 0, "status": STATUS_NEVER, "seconds_since_report": SECONDS_SATURATE}
-        age = max(0.0, now - s.last_report)
+        age = max(0.0, now - s.heard_at)
         online = age <= s.stale_after
         return {
             "online": int(online),
@@ -369,8 +390,11 @@ class GatewayState:
         }
 
     def tick(self, now: float | None = None) -> None:
-        """Re-evaluate freshness (call about once a second); emits changes and transitions."""
-        now = self._clock() if now is None else now
+        """Re-evaluate freshness (call about once a second); emits changes and transitions.
+
+        `now` is monotonic (default: the state's monotonic clock)."""
+        now = self._mono() if now is None else now
+        self._watch_clock()
         for s in self.sensors.values():
             values = self._freshness_values(s, now)
             online = bool(values["online"])
@@ -383,12 +407,24 @@ class GatewayState:
                     log.warning(
                         "sensor %s: silent for %.0f s (stale after %.0f s); values flagged stale",
                         s.spec.id,
-                        now - s.last_report,
+                        now - (s.heard_at or now),
                         s.stale_after,
                     )
             if changed or transition is not None:
                 s.values.update(changed)
                 self._emit(Change(s.spec.id, changed, online=transition))
+
+    def _watch_clock(self) -> None:
+        """Log once per step when the wall clock jumps against the monotonic one."""
+        offset = self._clock() - self._mono()
+        last, self._wall_minus_mono = self._wall_minus_mono, offset
+        if last is not None and abs(offset - last) >= CLOCK_STEP_S and not self.replaying:
+            log.warning(
+                "wall clock stepped %s by %.0f s; freshness and value order are unaffected "
+                "(monotonic clock and receive order)",
+                "back" if offset < last else "forward",
+                abs(offset - last),
+            )
 
     def publish_gateway(self, values: Mapping[str, Value]) -> None:
         """Emit the gateway's own points (heartbeat, uptime, ...) as a Change for sensor ""."""
@@ -417,7 +453,7 @@ class GatewayState:
         self.journal.append({"s": self.seq, "id": sensor_id, "reset": at})
         self._reset(s, at)
         self.dirty.add(sensor_id)
-        self._emit(Change(sensor_id, self._derived(s, self._clock())))
+        self._emit(Change(sensor_id, self._derived(s, self._mono())))
         log.info("sensor %s: totals reset", sensor_id)
 
     @staticmethod
@@ -437,7 +473,7 @@ class GatewayState:
         self.dirty.add(s.spec.id)
         if "reset" in record:
             self._reset(s, float(record["reset"]))
-            s.values.update(self._derived(s, self._clock()))
+            s.values.update(self._derived(s, self._mono()))
             return True
         data = record["d"]
         if not isinstance(data, Mapping):
@@ -461,8 +497,10 @@ class GatewayState:
         s.load_json(doc)
         self.seq = max(self.seq, s.applied_seq)
         s.online = False  # decided by the first tick, against the real clock
-        self.tick(self._clock())
-        s.values.update(self._derived(s, self._clock()))
+        if s.last_report is not None:
+            s.heard_at = self._heard_at(s.last_report)
+        self.tick()
+        s.values.update(self._derived(s, self._mono()))
 
     def current(self, sensor_id: str) -> Mapping[str, Value]:
         return self.sensors[sensor_id].values

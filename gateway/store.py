@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gateway import fdlimit
+from gateway.diskspace import SpaceReserve, free_bytes, is_full, mib
 from gateway.errors import GatewayError
 from gateway.state import STATE_VERSION, GatewayState
 
@@ -40,6 +42,8 @@ log = logging.getLogger("gateway.store")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 SNAPSHOT_INTERVAL_S = 60.0
 SNAPSHOT_JOURNAL_BYTES = 8 * 1024 * 1024
+SNAPSHOT_RETRY_S = 5.0  # a failed snapshot is tried again after this, not on every batch
+SNAPSHOT_SLICE_S = 0.005  # longest stretch of snapshot serialisation between two yields
 FLUSH_AT_PENDING = 16  # below a broker's usual in-flight window (mosquitto: 20)
 
 
@@ -401,6 +405,12 @@ class Committer:
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._last_snapshot = time.monotonic()
+        self.space = SpaceReserve(store.directory)
+        self._force_snapshot = False  # the volume was full: compact the journal next
+        self.failing: str | None = None  # why state cannot be written now (None: it can)
+        self._failures = 0
+        self._failing_since = 0.0
+        self._snapshot_retry_at = 0.0
 
     def after_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything applied so far is on disk."""
@@ -433,51 +443,125 @@ class Committer:
             self._full.clear()
             due = time.monotonic() - self._last_snapshot >= self._snapshot_interval
             big = self._store.journal.size >= SNAPSHOT_JOURNAL_BYTES
-            await self.flush(snapshot=due or big)
+            # After a failed snapshot, batches go to the journal for a while before the next try.
+            backoff = time.monotonic() < self._snapshot_retry_at
+            await self.flush(snapshot=(due or big or self._force_snapshot) and not backoff)
 
-    async def flush(self, *, snapshot: bool = False) -> None:
+    async def flush(self, *, snapshot: bool = False) -> bool:
+        """Write what was applied; True once it is on disk (and its callbacks have run)."""
         callbacks, self._callbacks = self._callbacks, []
         records, self._state.journal = self._state.journal, []
         started = time.perf_counter()
         try:
-            if snapshot:
-                if records:
-                    # Journaled too, so a fallback to the previous snapshot can replay them; a
-                    # full disk must not block the snapshot that empties the journal, though.
-                    data = b"".join(_dumps(r) + b"\n" for r in records)
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(self._store.journal.append, data)
-                await self._snapshot()
-            elif records:
-                data = b"".join(_dumps(r) + b"\n" for r in records)
-                await asyncio.to_thread(self._store.journal.append, data)
+            await self._write(records, snapshot=snapshot)
         except OSError as exc:
             # Nothing is acknowledged: sources redeliver, and the next batch tries again.
-            log.error("cannot write state: %s; will retry", exc)
             self._state.journal[:0] = records
             self._callbacks[:0] = callbacks
+            self._failed(exc)
             self._wake.set()
             await asyncio.sleep(1.0)
-            return
+            return False
+        if records or snapshot:  # something reached the disk: writing works again
+            self._recovered()
         if (records or snapshot) and self._on_write is not None:
             self._on_write(time.perf_counter() - started)
         for cb in callbacks:
             cb()
+        return True
+
+    async def _write(self, records: list[dict[str, Any]], *, snapshot: bool) -> None:
+        data = b"".join(_dumps(r) + b"\n" for r in records)
+        journaled = False
+        if snapshot:
+            if records:
+                # Journaled too, so a fallback to the previous snapshot can replay them; a full
+                # disk must not block the snapshot that empties the journal, though.
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(self._store.journal.append, data)
+                    journaled = True
+            try:
+                await self._snapshot()
+                return
+            except OSError as exc:
+                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+                if not records:
+                    raise
+                # Acknowledgements must not wait for the snapshot: the journal may still take it.
+                log.debug("snapshot failed (%s); appending to the journal instead", exc)
+        if records and not journaled:
+            try:
+                await asyncio.to_thread(self._store.journal.append, data)
+            except OSError as exc:
+                if is_full(exc):
+                    self._force_snapshot = True  # it empties the journal, with the reserve's help
+                raise
+
+    def _failed(self, exc: OSError) -> None:
+        self._failures += 1
+        if self.failing is None:
+            self._failing_since = time.monotonic()
+            self.failing = f"cannot write state: {exc.strerror or exc}"
+            log.error(
+                "cannot write state in %s: %s; nothing is acknowledged until it can (%s free)",
+                self._store.directory,
+                exc,
+                mib(free_bytes(self._store.directory)),
+            )
+        elif self._failures % 60 == 0:
+            log.error(
+                "still cannot write state: %d attempts in %.0f s (%s)",
+                self._failures,
+                time.monotonic() - self._failing_since,
+                exc.strerror or exc,
+            )
+
+    def _recovered(self) -> None:
+        if self.failing is not None:
+            log.info(
+                "state written again after %d failed attempts in %.0f s",
+                self._failures,
+                time.monotonic() - self._failing_since,
+            )
+        self.failing = None
+        self._failures = 0
 
     async def _snapshot(self) -> None:
         # Serialised here, in the loop, so the files hold exactly what was applied so far;
         # whatever is applied while they are written goes to the fresh journal.
+        # One sensor at a time, yielding between them, so no acknowledgement waits behind the
+        # whole snapshot. Each file holds its sensor's applied_seq; records applied meanwhile go
+        # to the fresh journal too, and replay skips those a file already holds.
         dirty, self._state.dirty = self._state.dirty, set()
-        docs = {sid: _dumps(self._state.sensors[sid].to_json()) for sid in dirty}
+        docs: dict[str, bytes] = {}
+        budget = time.perf_counter() + SNAPSHOT_SLICE_S
+        for sid in dirty:
+            docs[sid] = _dumps(self._state.sensors[sid].to_json())
+            if time.perf_counter() >= budget:
+                await asyncio.sleep(0)
+                budget = time.perf_counter() + SNAPSHOT_SLICE_S
+        self.space.size_for(sum(len(d) for d in docs.values()))
         try:
-            await asyncio.to_thread(self._store.write_snapshots, docs)
-            await asyncio.to_thread(self._store.journal.restart)
+            # New files need free descriptors and room: the reserves cover a process that has
+            # none left, so the journal can always be emptied.
+            await asyncio.to_thread(self._with_reserves, self._store.write_snapshots, docs)
+            await asyncio.to_thread(self._with_reserves, self._store.journal.restart)
         except OSError:
             self._state.dirty |= dirty
             raise
+        self._force_snapshot = False
         self._last_snapshot = time.monotonic()
+        await asyncio.to_thread(self.space.ensure)
 
-    async def close(self) -> None:
-        """Final snapshot at shutdown: the next start needs no replay."""
-        await self.flush(snapshot=True)
+    def _with_reserves(self, fn: Callable[..., None], *args: Any) -> None:
+        self.space.run(fdlimit.RESERVED.run, fn, *args)
+
+    async def close(self) -> bool:
+        """Final snapshot at shutdown (the next start needs no replay); False if it failed."""
+        saved = await self.flush(snapshot=True)
+        if not saved and not self._state.journal:
+            # Only the compaction failed: every record is in the journal, replayed at start.
+            log.warning("final snapshot not written (%s); the journal has it all", self.failing)
+            saved = True
         self._store.journal.close()
+        return saved

@@ -66,6 +66,7 @@ def service() -> Section:
         ("RestartSec", "5"),
         ("KillSignal", "SIGTERM"),
         ("TimeoutStopSec", "20"),
+        ("LimitNOFILE", "65536"),
         ("User", "vs121gw"),
         ("Group", "vs121gw"),
         ("DynamicUser", "no"),

@@ -55,6 +55,7 @@ from bacpypes3.errors import (
 from bacpypes3.netservice import NetworkServiceAccessPoint, NetworkServiceElement
 from bacpypes3.primitivedata import Unsigned
 
+from gateway.access import AllowList, bacnet_source_host
 from gateway.bacnet.cov import CovManager
 from gateway.bacnet.device import services_supported
 from gateway.bacnet.objects import PointObject, optional_properties, required_properties
@@ -107,6 +108,8 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
     write_handler: WriteHandler
     password: str | None
     on_reinitialize: ReinitHandler | None
+    # Stations allowed to write and manage the device (None: any); set by the server.
+    access: AllowList | None = None
     _dcc_timer: asyncio.TimerHandle | None
 
     @classmethod
@@ -285,6 +288,7 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
     # -- WriteProperty --------------------------------------------------------------------------
 
     async def do_WritePropertyRequest(self, apdu: WritePropertyRequest) -> None:  # noqa: N802
+        self._check_access(apdu, PropertyError("writeAccessDenied"))
         obj = self.get_object_id(self._resolve(apdu.objectIdentifier))
         if obj is None:
             raise ObjectError("unknownObject")
@@ -381,6 +385,10 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
 
     # -- device management ----------------------------------------------------------------------
 
+    def _check_access(self, apdu: Any, refusal: Exception) -> None:
+        if self.access is not None and not self.access.permits(bacnet_source_host(apdu.pduSource)):
+            raise refusal
+
     def _check_password(self, given: Any) -> None:
         # Without a configured password the parameter is ignored (clause 16.1.3.1).
         if self.password is None:
@@ -391,6 +399,7 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
     async def do_DeviceCommunicationControlRequest(  # noqa: N802
         self, apdu: DeviceCommunicationControlRequest
     ) -> None:
+        self._check_access(apdu, ExecutionError("services", "serviceRequestDenied"))
         self._check_password(apdu.password)
         state = _DCC_STATES.get(str(apdu.enableDisable or "enable"), "enable")
         minutes = apdu.timeDuration
@@ -419,6 +428,7 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
     async def do_ReinitializeDeviceRequest(  # noqa: N802
         self, apdu: ReinitializeDeviceRequest
     ) -> None:
+        self._check_access(apdu, ExecutionError("services", "serviceRequestDenied"))
         self._check_password(apdu.password)
         state = str(apdu.reinitializedStateOfDevice)
         if state not in ("coldstart", "warmstart", "activate-changes", "activateChanges"):

@@ -21,6 +21,7 @@ from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.ipv4.link import NormalLinkLayer
 from bacpypes3.pdu import IPv4Address
 
+from gateway.access import AllowList
 from gateway.bacnet.application import GatewayApplication, ReinitHandler
 from gateway.bacnet.cov import CovManager
 from gateway.bacnet.device import (
@@ -70,8 +71,10 @@ class BacnetServer:
         actions: Mapping[str, WriteAction] | None = None,
         on_fd_change: Callable[[bool], None] | None = None,
         on_reinitialize: ReinitHandler | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self.cfg = cfg
+        self._on_refused = on_refused
         self._points = list(points)
         self._state = state
         self._actions = dict(command_actions(commands) if actions is None else actions)
@@ -182,6 +185,10 @@ class BacnetServer:
             password=None if cfg.password is None else cfg.password.get_secret_value(),
             on_reinitialize=self._on_reinitialize,
         )
+        if cfg.allow_writes_from:
+            app.access = AllowList(
+                cfg.allow_writes_from, what="BACnet writes", on_refused=self._on_refused
+            )
         if bbmd is None:
             self._link = NormalLinkLayer(address)
         else:

@@ -23,6 +23,7 @@ Facts and choices:
 
 from __future__ import annotations
 
+import encodings.utf_8_sig  # noqa: F401  loaded now: a lazy codec import needs a free descriptor
 import hashlib
 import json
 import re

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from gateway import __version__
+from gateway.access import AllowList
 from gateway.commands import Commands
 from gateway.modbus.image import RegisterImage
 from gateway.modbus.pdu import DeviceIdentity, RequestHandler
@@ -45,6 +46,7 @@ class ModbusServer:
         on_request: RequestCallback | None = None,
         identity: DeviceIdentity = DEFAULT_IDENTITY,
         reopen_backoff: tuple[float, float] = (0.5, 10.0),
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         served = plan(cfg, points)
         self._left_out = served.left_out
@@ -81,6 +83,10 @@ class ModbusServer:
             if cfg.tcp.enabled
             else None
         )
+        if self._tcp is not None and cfg.tcp.allow_from:
+            self._tcp.allow = AllowList(
+                cfg.tcp.allow_from, what="Modbus TCP", on_refused=on_refused
+            )
         self._rtu = (
             RtuSlave(cfg.rtu, handler, counter("rtu"), reopen_backoff=reopen_backoff, router=router)
             if cfg.rtu.enabled

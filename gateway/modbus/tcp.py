@@ -21,6 +21,7 @@ import socket
 import struct
 from collections.abc import Callable
 
+from gateway.access import AllowList, admit_connection
 from gateway.commands import REQUESTER
 from gateway.modbus.pdu import PendingReply, Reply, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
@@ -60,6 +61,7 @@ class TcpServer:
         self.connections: set[_Connection] = set()
         self._server: asyncio.Server | None = None
         self._full_logged = False
+        self.allow: AllowList | None = None  # client networks allowed to connect (None: any)
 
     @property
     def port(self) -> int | None:
@@ -137,6 +139,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        if not admit_connection(self._server.allow, transport):
+            return
         server = self._server
         self.peer = transport.get_extra_info("peername")
         if not server.admit(self, self.peer):

@@ -118,6 +118,8 @@ class Daemon:
         self.log_path = workdir / "gateway.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._notify: socket.socket | None = None
+        # How the gateway is started; a test may run it through a wrapper script instead.
+        self.command = [sys.executable, "-m", "gateway.cli"]
 
     def start(self, timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
         sock_path = self.workdir / "notify.sock"
@@ -130,7 +132,7 @@ class Daemon:
         child_env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
+                [*self.command, "run", "--config", str(self.config)],
                 cwd=self.workdir,
                 env=child_env,
                 stdin=subprocess.DEVNULL,
@@ -153,6 +155,23 @@ class Daemon:
                 continue
             if field in data.split("\n"):
                 return
+
+    def wait_notify_prefix(self, prefix: str, timeout: float) -> str:
+        """The first notification field starting with `prefix` (e.g. "STATUS=degraded")."""
+        assert self._notify is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {prefix} from the gateway; log:\n{self.log_tail()}")
+            self._notify.settimeout(left)
+            try:
+                data = self._notify.recv(4096).decode()
+            except TimeoutError:
+                continue
+            for line in data.split("\n"):
+                if line.startswith(prefix):
+                    return line
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,99 @@
+"""How long a periodic snapshot holds the event loop (and so every acknowledgement) up.
+
+100 sensors whose state has grown (1,024 remembered report keys and a week of periods each), all
+dirty; the committer writes a snapshot while a probe task measures how late the loop runs it
+(1 ms period). Serialising in slices between yields (the gateway's way) and in one go (as
+before) are measured alternately in the same run.
+
+    .venv/bin/python bench/bench_snapshot.py [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from gateway import store
+from gateway.state import GatewayState, Report
+from gateway.store import Committer, StateStore
+from objects.catalog import Model
+from objects.pointmap import SensorSpec
+
+SENSORS = 100
+T0 = 1_700_000_000
+
+
+def grown_state() -> GatewayState:
+    specs = [
+        SensorSpec(id=f"s{n}", name=f"S{n}", number=n, model=Model.VS121, region_count=8)
+        for n in range(1, SENSORS + 1)
+    ]
+    state = GatewayState([(s, 600.0, 600.0) for s in specs])
+    for spec in specs:
+        for i in range(1024):
+            data = {"people_count_all": i % 7, "timestamp": T0 + 600 * i, "people_in": i % 3}
+            state.apply(Report(spec.id, data, T0 + 600 * i, f"cs:{spec.id}:{i:032x}", i))
+    state.journal.clear()
+    return state
+
+
+async def stall_during_snapshot(state: GatewayState, directory: Path) -> float:
+    """The longest the loop went without running the probe while one snapshot was written."""
+    st = StateStore(directory)
+    st.prepare()
+    st.journal.open()
+    committer = Committer(state, st)
+    state.dirty = set(state.ids())
+    worst = 0.0
+    running = True
+
+    async def probe() -> None:
+        nonlocal worst
+        last = time.perf_counter()
+        while running:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            worst = max(worst, now - last - 0.001)
+            last = now
+
+    task = asyncio.create_task(probe())
+    await asyncio.sleep(0.01)
+    await committer.flush(snapshot=True)
+    running = False
+    await task
+    st.journal.close()
+    return worst
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    state = grown_state()
+    size = sum(len(json.dumps(s.to_json())) for s in state.sensors.values()) / SENSORS
+    sliced: list[float] = []
+    whole: list[float] = []
+    slice_s = store.SNAPSHOT_SLICE_S
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            store.SNAPSHOT_SLICE_S = slice_s
+            sliced.append(await stall_during_snapshot(state, Path(tmp) / f"a{r}"))
+            store.SNAPSHOT_SLICE_S = 1e9  # one go, as the snapshot used to be serialised
+            whole.append(await stall_during_snapshot(state, Path(tmp) / f"b{r}"))
+    store.SNAPSHOT_SLICE_S = slice_s
+    print(f"{SENSORS} dirty sensors, {size / 1024:.0f} KiB of state each")
+    for name, values in (("in slices (now)", sliced), ("in one go (before)", whole)):
+        ms = [v * 1000 for v in values]
+        print(
+            f"loop held up by the snapshot, {name:>18}: median {statistics.median(ms):6.1f} ms, "
+            f"max {max(ms):6.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

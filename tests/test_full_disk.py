@@ -1,0 +1,211 @@
+"""A full state volume: the gateway gets itself out, says so, and never claims what is not true.
+
+Real daemon, real mosquitto, and a small tmpfs mounted for the test as the state volume (the
+test is skipped where mounting is not permitted). A filler file stands for whatever else takes
+the room; the journal itself fills the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from helpers.broker import MosquittoBroker
+from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from paho.mqtt.enums import CallbackAPIVersion
+
+DATA = Path(__file__).parent / "data" / "vs121p"
+RESERVE = "space-reserve"
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs of our own, unmounted afterwards."""
+    mnt = tmp_path / "vol"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(path: Path, leave: int = 0) -> None:
+    """Take all the room on `path`'s volume but `leave` bytes."""
+    st = os.statvfs(path.parent)
+    want = max(0, st.f_bavail * st.f_frsize - leave)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        block = b"\0" * 4096
+        while want > 0 or leave == 0:
+            try:
+                want -= os.write(fd, block[: max(1, min(len(block), want))] if leave else block)
+            except OSError:
+                break  # the volume is full
+    finally:
+        os.close(fd)
+
+
+class Publisher:
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"disk-pub-{port}")
+        connected = threading.Event()
+        self.client.on_connect = lambda *_a, **_k: connected.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert connected.wait(10)
+        self.template = json.loads((DATA / "region_interval_counts.json").read_text())
+
+    def report(self, n: int, total: int = 1) -> None:
+        """The n-th distinct interval report (its own period end)."""
+        day, minute = divmod(n, 24 * 60)
+        end = f"2022/11/{1 + day:02d} {minute // 60:02d}:{minute % 60:02d}:52"
+        times = dict(self.template["time_info"], end_time=end)
+        doc = dict(self.template, current_total=total, time_info=times)
+        self.client.publish("vs121p/foyer", json.dumps(doc).encode(), qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _daemon(tmp_path: Path, state: Path, broker: MosquittoBroker) -> Daemon:
+    port = new_http_port()
+    cfg = gateway_config(
+        state,
+        mqtt_port=broker.port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+        extra="ack_timeout = 1.0\n",
+    )
+    daemon = Daemon(tmp_path, cfg, http_port=port)
+    daemon.start()
+    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    return daemon
+
+
+def accepted(daemon: Daemon) -> float:
+    return daemon.metric("vs121gw_messages_total", source="mqtt:vs121p", outcome="accepted")
+
+
+def health(daemon: Daemon) -> str:
+    try:
+        return daemon.get("/healthz")
+    except OSError as exc:  # urllib raises HTTPError (an OSError) for 503; its body says why
+        read = getattr(exc, "read", None)
+        return read().decode() if read is not None else str(exc)
+
+
+def test_journal_filling_the_volume_does_not_stop_acknowledgements(
+    tmp_path: Path, volume: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    daemon = _daemon(tmp_path, volume / "state", mqtt_broker)
+    pub = Publisher(mqtt_broker.port)
+    try:
+        assert (volume / "state" / RESERVE).exists()
+        assert "state volume:" in daemon.log_text()
+        assert daemon.metric("vs121gw_state_free_bytes") > 0
+        fill(volume / "filler", leave=100 * 1024)  # room for a hundred-odd journal records
+        total = 400
+        for n in range(total):
+            pub.report(n)
+        daemon.wait_until(lambda: accepted(daemon) == total, timeout=60, what="all applied")
+        daemon.wait_until(
+            lambda: daemon.metric("vs121gw_state_write_failing") == 0, what="writes working"
+        )
+        assert "reserve of" in daemon.log_text()  # it had to use it, and it got out
+        assert health(daemon).startswith("ok")
+    finally:
+        pub.close()
+        assert daemon.stop() == 0
+    # Everything was acknowledged: a restart gets nothing again.
+    again = Daemon(tmp_path, daemon.config.read_text(), http_port=daemon.http_port)
+    again.start()
+    try:
+        again.wait_until(lambda: again.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        pub = Publisher(mqtt_broker.port)
+        pub.report(10_000)  # a marker behind anything the broker might still hold
+        again.wait_until(lambda: accepted(again) >= 1, what="marker")
+        pub.close()
+        assert accepted(again) == 1
+        assert again.metric("vs121gw_duplicates_total", sensor="foyer") == 0
+    finally:
+        again.stop()
+
+
+def test_full_volume_is_reported_once_and_recovered(
+    tmp_path: Path, volume: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    daemon = _daemon(tmp_path, volume / "state", mqtt_broker)
+    pub = Publisher(mqtt_broker.port)
+    filler = volume / "filler"
+    try:
+        (volume / "state" / RESERVE).unlink()  # someone else already took the reserve's room
+        fill(filler)
+        pub.report(1, total=7)
+        daemon.wait_until(
+            lambda: daemon.metric("vs121gw_state_write_failing") == 1, what="failing reported"
+        )
+        assert health(daemon).startswith("degraded: cannot write state: No space left on device")
+        status = daemon.wait_notify_prefix("STATUS=degraded", 10)
+        assert "No space left on device" in status
+        # An HTTP push is not acknowledged either: 503 with the reason, not a hang or a 200.
+        line = json.loads((DATA / "line_interval.json").read_text())
+        post = urllib.request.Request(
+            f"http://127.0.0.1:{daemon.http_port}/vs121p", data=json.dumps(line).encode()
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(post, timeout=10)
+        assert refused.value.code == 503
+        assert b"No space left on device" in refused.value.read()
+        time.sleep(3)  # the committer retries every second: three retries' worth of log
+        log = daemon.log_text()
+        assert log.count("cannot write state") == 1
+        filler.unlink()
+        daemon.wait_until(
+            lambda: daemon.metric("vs121gw_state_write_failing") == 0, what="recovered"
+        )
+        assert health(daemon).startswith("ok")
+        assert "state written again" in daemon.log_text()
+        # Full again at shutdown: the final snapshot fails and the log says so.
+        (volume / "state" / RESERVE).unlink(missing_ok=True)
+        fill(filler)
+        # More than the journal's last, partly used page can still take.
+        for n in range(2, 22):
+            pub.report(n, total=100 + n)
+        daemon.wait_until(
+            lambda: daemon.metric("vs121gw_state_write_failing") == 1, what="failing again"
+        )
+    finally:
+        pub.close()
+        if daemon.running():
+            daemon.stop()
+    log = daemon.log_text()
+    assert "final state NOT saved" in log
+    assert "stopped; state saved" not in log
+    # Room again: the unacknowledged report comes back and is counted.
+    filler.unlink()
+    again = Daemon(tmp_path, daemon.config.read_text(), http_port=daemon.http_port)
+    again.start()
+    try:
+        again.wait_until(
+            lambda: again.values("foyer").get("people_count_all") == 121, what="redelivered"
+        )
+    finally:
+        again.stop()

@@ -1,0 +1,195 @@
+"""A message whose handling fails is never acknowledged until its effect is durable.
+
+Real mosquitto and the real MqttSource; the handler is the gateway's own callable, made to fail
+the way a resource shortage or a bug makes it fail. Whether the broker still holds a message
+is observed the only way that counts: a new connection on the same persistent session gets it
+again (or, for an acknowledged one, gets a later marker message first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from helpers.broker import MosquittoBroker
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.mqtt_consumer import MqttConsumer
+from gateway.mqtt_settings import MqttSection, MqttSubscription
+from gateway.mqtt_source import MqttMessage, MqttSource
+
+TIMEOUT = 10.0
+
+
+def _section(port: int, client_id: str, topic: str) -> MqttSection:
+    return MqttSection(
+        enabled=True,
+        host="127.0.0.1",
+        port=port,
+        client_id=client_id,
+        status_topic=f"{client_id}/status",
+        reconnect_min=0.1,
+        reconnect_max=0.5,
+        subscriptions=[
+            MqttSubscription.model_validate({"name": "p", "topic": topic, "envelope": "vs121p"})
+        ],
+    )
+
+
+def _publish(port: int, topic: str, *payloads: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for payload in payloads:
+            client.publish(topic, payload, qos=1).wait_for_publish(TIMEOUT)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+class Link:
+    """A source whose `connected()` returns once the broker has answered its subscriptions."""
+
+    def __init__(self, cfg: MqttSection) -> None:
+        self._up = asyncio.Event()
+        self.source = MqttSource(cfg, on_connected=self._changed)
+
+    def _changed(self, up: bool) -> None:
+        if up:
+            self._up.set()
+
+    async def connected(self) -> MqttSource:
+        await self.source.start()
+        await asyncio.wait_for(self._up.wait(), TIMEOUT)
+        return self.source
+
+
+class Handler:
+    """Fails `failures` times with `error`, then acknowledges like the gateway does."""
+
+    def __init__(self, error: Exception | None, failures: int) -> None:
+        self.error = error
+        self.failures = failures
+        self.calls = 0
+        self.handled: asyncio.Queue[bytes] = asyncio.Queue()
+        self.failed = asyncio.Event()
+        self.seq = 0
+
+    def __call__(self, source: MqttSource, msg: MqttMessage) -> None:
+        self.calls += 1
+        if self.error is not None and self.calls <= self.failures:
+            if self.calls >= 2:
+                self.failed.set()
+            raise self.error
+        self.seq += 1
+        source.ack(msg)
+        self.handled.put_nowait(msg.payload)
+
+
+def _consumer(
+    source: MqttSource, handler: Handler, park: Path, parked: asyncio.Event | None = None
+) -> MqttConsumer:
+    def on_event(name: str) -> None:
+        if parked is not None and name == "parked":
+            parked.set()
+
+    return MqttConsumer(
+        source,
+        handler,
+        progress=lambda: 0,
+        after_durable=lambda cb: cb(),
+        park_dir=park,
+        on_event=on_event,
+    )
+
+
+@pytest.mark.asyncio
+async def test_failed_message_is_retried_not_dropped(
+    mqtt_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}/up"
+    source = await Link(_section(mqtt_broker.port, name, topic)).connected()
+    handler = Handler(OSError(24, "Too many open files"), failures=3)
+    task = asyncio.create_task(_consumer(source, handler, tmp_path / "parked").run())
+    try:
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"one")
+        got = await asyncio.wait_for(handler.handled.get(), TIMEOUT)
+        assert got == b"one"
+        assert handler.calls == 4
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await source.stop()
+
+
+@pytest.mark.asyncio
+async def test_message_still_failing_stays_with_the_broker(
+    mqtt_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}/up"
+    cfg = _section(mqtt_broker.port, name, topic)
+    source = await Link(cfg).connected()
+    failing = Handler(OSError(28, "No space left on device"), failures=10**6)
+    task = asyncio.create_task(_consumer(source, failing, tmp_path / "parked").run())
+    try:
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"kept")
+        await asyncio.wait_for(failing.failed.wait(), TIMEOUT)  # failed twice by now
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await source.stop()
+    # Same session again: the broker still has the message, so it was never acknowledged.
+    again = await Link(cfg).connected()
+    healthy = Handler(None, 0)
+    task = asyncio.create_task(_consumer(again, healthy, tmp_path / "parked").run())
+    try:
+        assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"kept"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await again.stop()
+
+
+@pytest.mark.asyncio
+async def test_message_failing_by_a_bug_is_parked_then_acknowledged(
+    mqtt_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}/up"
+    cfg = _section(mqtt_broker.port, name, topic)
+    park = tmp_path / "parked"
+    source = await Link(cfg).connected()
+    buggy = Handler(ValueError("a bug"), failures=10**6)
+    parked_event = asyncio.Event()
+    task = asyncio.create_task(_consumer(source, buggy, park, parked_event).run())
+    try:
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"poison")
+        await asyncio.wait_for(parked_event.wait(), TIMEOUT)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await source.stop()
+    (parked,) = park.glob("*.json")
+    doc = json.loads(parked.read_text())
+    assert doc["topic"] == topic
+    assert base64.b64decode(doc["payload_b64"]) == b"poison"
+    assert "a bug" in doc["error"]
+    # Parked means acknowledged: on the same session a later message comes, the parked one not.
+    again = await Link(cfg).connected()
+    healthy = Handler(None, 0)
+    task = asyncio.create_task(_consumer(again, healthy, park).run())
+    try:
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"marker")
+        assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"marker"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await again.stop()
