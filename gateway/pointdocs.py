@@ -19,6 +19,7 @@ OBJECT_TYPE_CODES: dict[ObjectType, int] = {
     ObjectType.BINARY_OUTPUT: 4,
     ObjectType.BINARY_VALUE: 5,
     ObjectType.DATETIME_VALUE: 44,
+    ObjectType.POSITIVE_INTEGER_VALUE: 48,
 }
 DEVICE_TYPE_CODE = 8
 UNIT_CODES: dict[Units, int] = {Units.NO_UNITS: 95, Units.SECONDS: 73}
@@ -120,7 +121,7 @@ def render_ede(
         + [""] * 5
     )
     for p in points:
-        analog = p.point.is_analog
+        analog = p.point.is_analog or p.object_type is ObjectType.POSITIVE_INTEGER_VALUE
         w.writerow(
             [
                 f"{p.sensor_id or 'gateway'}.{p.key}",

@@ -318,7 +318,13 @@ async def test_served_objects_match_the_ede_export(rig: Rig, client: Peer) -> No
             "subscribe", address=rig.address, object=obj, process=9, lifetime=60
         )
         assert ("error" not in answer) == (row[10] == "Y"), (obj, answer)
-    assert tried == {"analog-input", "binary-input", "binary-value", "datetime-value"}
+    assert tried == {
+        "analog-input",
+        "binary-input",
+        "binary-value",
+        "datetime-value",
+        "positive-integer-value",
+    }
 
 
 def _hyphen(camel: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -16,6 +17,7 @@ from bacpypes3.basetypes import (
     HostNPort,
     IPMode,
     ObjectTypesSupported,
+    PropertyIdentifier,
     Segmentation,
     ServicesSupported,
 )
@@ -50,6 +52,22 @@ SERVICES_EXECUTED = (
 )
 
 _ArrayOfObjectIdentifier = ArrayOf(ObjectIdentifier)
+_ArrayOfPropertyIdentifier = ArrayOf(PropertyIdentifier)
+# Every object has these; Property_List leaves them out (ASHRAE 135 clause 12.1.1.4.1).
+IDENTITY_PROPERTIES = frozenset({"objectIdentifier", "objectName", "objectType", "propertyList"})
+
+
+def property_list(obj: Any) -> Any:
+    """Property_List of a stock bacpypes3 object: what it holds, less the identity four (the
+    stock getter lists every element with a value, those four included)."""
+    names = [
+        name
+        for name in obj._elements
+        if name not in IDENTITY_PROPERTIES and inspect.getattr_static(obj, name, None) is not None
+    ]
+    return _ArrayOfPropertyIdentifier([PropertyIdentifier(n) for n in names])
+
+
 _ListOfCOVSubscription = ListOf(COVSubscription)
 
 
@@ -75,6 +93,14 @@ class GatewayDevice(DeviceObject):  # type: ignore[misc]  # bacpypes3 has no typ
     _object_list: Any = None
     _active_cov: Callable[[], list[Any]] | None = None
     _types: Sequence[str] = ()
+
+    @property
+    def propertyList(self) -> Any:  # noqa: N802  (BACnet's name)
+        return property_list(self)
+
+    @propertyList.setter
+    def propertyList(self, value: Any) -> None:  # noqa: N802
+        """Ignored: computed."""
 
     @property
     def objectList(self) -> Any:  # noqa: N802  (BACnet's name)
@@ -170,6 +196,18 @@ def build_device(
     return device
 
 
+class GatewayNetworkPort(NetworkPortObject):  # type: ignore[misc]  # untyped
+    """The stock BACnet/IP Network Port with a conforming Property_List."""
+
+    @property
+    def propertyList(self) -> Any:  # noqa: N802  (BACnet's name)
+        return property_list(self)
+
+    @propertyList.setter
+    def propertyList(self, value: Any) -> None:  # noqa: N802
+        """Ignored: computed."""
+
+
 def build_network_port(
     address: Any,
     *,
@@ -185,8 +223,12 @@ def build_network_port(
             "fdBBMDAddress": HostNPort(f"{host}:{port}"),
             "fdSubscriptionLifetime": ttl,
         }
-    return NetworkPortObject(
-        address, objectIdentifier=("network-port", 1), objectName=name, **extra
+    return GatewayNetworkPort(
+        address,
+        objectIdentifier=("network-port", 1),
+        objectName=name,
+        apduLength=MAX_APDU,  # required for BACnet/IP ports (clause 12.56.9)
+        **extra,
     )
 
 

@@ -57,6 +57,7 @@ LINK_HEALTH_KEYS = frozenset({"online", "status", "seconds_since_report", "last_
 _IDENTITY = ("objectIdentifier", "objectName", "objectType", "propertyList")
 _STATUS = ("statusFlags", "eventState", "outOfService")
 _COMMAND = ("priorityArray", "relinquishDefault", "currentCommandPriority")
+_TEXTS = ("activeText", "inactiveText")
 _ArrayOfPropertyIdentifier = ArrayOf(PropertyIdentifier)
 
 
@@ -71,6 +72,7 @@ class Profile:
     analog: bool = False
     binary: bool = False
     commandable: bool = False
+    unsigned: bool = False  # analog, but the present value is an Unsigned (exact integers)
     cov: bool = True  # the EDE export says which types support COV; this must agree
 
 
@@ -93,21 +95,21 @@ PROFILES: dict[ObjectType, Profile] = {
         "binary-input",
         stock.BinaryInputObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS, "polarity"),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
     ),
     ObjectType.BINARY_VALUE: Profile(
         "binary-value",
         stock.BinaryValueObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
     ),
     ObjectType.BINARY_OUTPUT: Profile(
         "binary-output",
         stock.BinaryOutputObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS, "polarity", *_COMMAND),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
         commandable=True,
     ),
@@ -117,6 +119,14 @@ PROFILES: dict[ObjectType, Profile] = {
         (*_IDENTITY, "presentValue", *_STATUS),
         ("description", "reliability"),
         cov=False,
+    ),
+    ObjectType.POSITIVE_INTEGER_VALUE: Profile(
+        "positive-integer-value",
+        stock.PositiveIntegerValueObject._elements,
+        (*_IDENTITY, "presentValue", *_STATUS, "units"),
+        ("description", "reliability", "covIncrement"),
+        analog=True,
+        unsigned=True,
     ),
 }
 
@@ -243,11 +253,22 @@ def attr_is_array(datatype: Any) -> bool:
 def present_value(obj: PointObject, number: float | None = None) -> Any:
     """Encode a present value (or `number`) in the object's datatype."""
     v = obj.present() if number is None else number
+    if obj.profile.unsigned:
+        return Unsigned(min(max(int(v), 0), _UNSIGNED32_MAX))
     if obj.profile.analog:
         return Real(float(v))
     if obj.profile.binary:
         return BinaryPV(1 if v else 0)
     return unix_to_datetime(v if obj.has_value or number is not None else None)
+
+
+_UNSIGNED32_MAX = (1 << 32) - 1
+
+
+def _cov_increment(obj: PointObject) -> Any:
+    if obj.profile.unsigned:
+        return Unsigned(round(obj.cov_increment))
+    return Real(obj.cov_increment)
 
 
 def status_flags(obj: PointObject) -> Any:
@@ -303,7 +324,9 @@ _READERS: dict[str, Callable[[PointObject], Any]] = {
     "outOfService": lambda o: Boolean(False),
     "reliability": lambda o: Reliability(o.reliability),
     "units": lambda o: EngineeringUnits(o.point.units.value),
-    "covIncrement": lambda o: Real(o.cov_increment),
+    "covIncrement": _cov_increment,
+    "activeText": lambda o: CharacterString(o.point.point.active_text),
+    "inactiveText": lambda o: CharacterString(o.point.point.inactive_text),
     "polarity": lambda o: Polarity("normal"),
     "minPresValue": lambda o: Real(o.point.point.minimum),
     "maxPresValue": lambda o: Real(o.point.point.maximum),

@@ -81,6 +81,8 @@ class BacnetServer:
         self._on_reinitialize = on_reinitialize
         self._objects: dict[Any, PointObject] = {}
         self._by_sensor: dict[str, dict[str, PointObject]] = {}
+        # Objects that show another point's value (catalog value_of): sensor -> state key.
+        self._mirrors: dict[str, dict[str, list[PointObject]]] = {}
         self._app: GatewayApplication | None = None
         self._cov: CovManager | None = None
         self._link: Any = None
@@ -141,6 +143,9 @@ class BacnetServer:
         self._objects = {o.identifier: o for o in objects}
         for o in objects:
             self._by_sensor.setdefault(o.point.sensor_id, {})[o.point.key] = o
+            if o.point.point.value_of is not None:
+                mirrors = self._mirrors.setdefault(o.point.sensor_id, {})
+                mirrors.setdefault(o.point.point.value_of, []).append(o)
 
         identities = [("device", cfg.device_instance, cfg.device_name)]
         identities += [("network-port", 1, port_name)]
@@ -250,6 +255,7 @@ class BacnetServer:
             for obj in objs.values():
                 obj.link_down = not online
             _load(objs, values)
+            _load_mirrors(self._mirrors.get(sensor_id, {}), values)
 
     def _on_change(self, change: Change) -> None:
         if not self._running:
@@ -268,6 +274,7 @@ class BacnetServer:
         cov = self._cov
         assert cov is not None
         touched = _load(objs, change.values)
+        touched += _load_mirrors(self._mirrors.get(change.sensor_id, {}), change.values)
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():
@@ -366,6 +373,19 @@ def _load(objs: Mapping[str, PointObject], values: Mapping[str, float]) -> list[
         obj.value = float(value)
         obj.has_value = True
         touched.append(obj)
+    return touched
+
+
+def _load_mirrors(
+    mirrors: Mapping[str, list[PointObject]], values: Mapping[str, float]
+) -> list[PointObject]:
+    """Store values in the objects that show another point's value."""
+    touched: list[PointObject] = []
+    for key, value in values.items():
+        for obj in mirrors.get(key, ()):
+            obj.value = float(value)
+            obj.has_value = True
+            touched.append(obj)
     return touched
 
 

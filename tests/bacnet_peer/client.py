@@ -147,7 +147,7 @@ def _decode_any(name: str, value: Any) -> Any:
     choices: dict[str, Any] = {"statusFlags": StatusFlags, "reliability": Reliability}
     if name in choices:
         return value.cast_out(choices[name])
-    for datatype in (Real, BinaryPV, DateTime):
+    for datatype in (Real, BinaryPV, DateTime, Unsigned):
         try:
             return value.cast_out(datatype)
         except Exception:
