@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.bacnet import BacnetServer
+from gateway.bacnet.restart import EXIT_REINITIALIZE, record_restart
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
@@ -69,6 +70,9 @@ class Gateway:
         self.ready = asyncio.Event()
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
+        self._stop: asyncio.Event | None = None
+        # Set by a BACnet ReinitializeDevice: `run` returns, and the process exits with it.
+        self.exit_status = 0
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class Gateway:
             len(self.settings.sensors),
             self.settings.gateway.state_dir,
         )
+        self._stop = stop
         self.store.prepare()
         self.store.lock()  # before reading: two gateways on one state directory would corrupt it
         restored = self.store.load_into(self.state)
@@ -145,6 +150,7 @@ class Gateway:
                 state_dir=self.settings.gateway.state_dir,
                 version=__version__,
                 on_fd_change=lambda up: self.metrics.bacnet_fd_registered.set(1 if up else 0),
+                on_reinitialize=self._reinitialize,
             )
             await self.bacnet.start()
         if mb.tcp.enabled or mb.rtu.enabled:
@@ -200,6 +206,24 @@ class Gateway:
         # Whatever was applied but not yet written goes to disk before we exit.
         await self.committer.close()
         log.info("vs121-gateway stopped; state saved")
+
+    def _reinitialize(self, state: str) -> None:
+        """A BACnet warm or cold start (password checked): stop cleanly and exit with
+        EXIT_REINITIALIZE so the supervisor starts a fresh process. Counts, thresholds and
+        subscriptions are the gateway's data, not volatile memory: both starts keep them."""
+        reason = "coldstart" if state == "coldstart" else "warmstart"
+        try:
+            record_restart(self.settings.gateway.state_dir, reason)
+        except OSError as exc:
+            log.error("BACnet reinitialize: cannot record the restart reason: %s", exc)
+        log.warning(
+            "BACnet reinitialize (%s): stopping; exit status %d asks the supervisor to restart",
+            reason,
+            EXIT_REINITIALIZE,
+        )
+        self.exit_status = EXIT_REINITIALIZE
+        if self._stop is not None:
+            self._stop.set()
 
     # -- sources ----------------------------------------------------------------------------
 

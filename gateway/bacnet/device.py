@@ -18,6 +18,7 @@ from bacpypes3.basetypes import (
     IPMode,
     ObjectTypesSupported,
     PropertyIdentifier,
+    RestartReason,
     Segmentation,
     ServicesSupported,
 )
@@ -168,6 +169,7 @@ def build_device(
     database_revision: int,
     object_types: Sequence[str],
     active_cov: Callable[[], list[Any]],
+    last_restart_reason: str = "unknown",
 ) -> GatewayDevice:
     device = GatewayDevice(
         objectIdentifier=("device", instance),
@@ -190,6 +192,7 @@ def build_device(
         numberOfApduRetries=3,
         databaseRevision=database_revision,
         deviceAddressBinding=[],
+        lastRestartReason=RestartReason(last_restart_reason),
     )
     device._active_cov = active_cov
     device._types = tuple(object_types)

@@ -31,6 +31,7 @@ from gateway.bacnet.device import (
 )
 from gateway.bacnet.foreign import SupervisedForeignLink
 from gateway.bacnet.objects import PROFILES, PointObject, build_objects
+from gateway.bacnet.restart import take_restart_reason
 from gateway.bacnet.writes import (
     ValidWrite,
     WriteAction,
@@ -154,6 +155,7 @@ class BacnetServer:
             database_revision, self._state_dir, object_set_digest(identities)
         )
 
+        restart_reason = await asyncio.to_thread(take_restart_reason, self._state_dir)
         address = IPv4Address(f"{cfg.address}:{cfg.port}")
         # Broadcasts go to (and are heard on) the configured address, not just the subnet's.
         address.addrBroadcastTuple = (cfg.broadcast, cfg.port)
@@ -169,6 +171,7 @@ class BacnetServer:
             database_revision=self.database_revision,
             object_types=[_camel(t) for t in types],
             active_cov=self._active_cov,
+            last_restart_reason=restart_reason,
         )
         bbmd = None if cfg.bbmd is None else (cfg.bbmd.address, cfg.bbmd.port, cfg.bbmd.ttl)
         self._network_port = build_network_port(address, name=port_name, bbmd=bbmd)
