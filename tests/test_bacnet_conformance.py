@@ -142,3 +142,44 @@ async def test_bacepics_reads_every_object(rig: Rig) -> None:
     # No property bacepics asked for (from Property_List) was refused or unreadable.
     assert "unknown-property" not in result.stdout
     assert "ERROR" not in result.stdout.upper().replace("ERROR-", "")
+
+
+# -- DeviceCommunicationControl and COV -------------------------------------------------------
+
+
+@pytest.mark.parametrize("state", ["disable-initiation", "disable"])
+async def test_cov_subscribers_hear_what_changed_while_communication_was_off(
+    rig: Rig, client: Peer, state: str
+) -> None:
+    people = rig.object_id("lobby", "people_count_all")
+    occupied = rig.object_id("lobby", "region_1")
+    rig.report("lobby", {"people_count_all": 1, "region_1": 0})
+    await client.call("subscribe", address=rig.address, object=people, process=1, lifetime=300)
+    await client.call(
+        "subscribe",
+        address=rig.address,
+        object=occupied,
+        process=2,
+        lifetime=300,
+        confirmed=True,
+    )
+    await client.next_event(lambda e: e.get("process") == 1)
+    await client.next_event(lambda e: e.get("process") == 2)
+    untouched = rig.object_id("lobby", "people_count_max")
+    await client.call("subscribe", address=rig.address, object=untouched, process=3, lifetime=300)
+    await client.next_event(lambda e: e.get("process") == 3)
+
+    await client.call("dcc", address=rig.address, state=state)
+    sent = rig.server.notifications_sent
+    rig.report("lobby", {"people_count_all": 6, "region_1": 1})
+    rig.report("lobby", {"people_count_all": 7})
+    assert rig.server.notifications_sent == sent  # nothing may leave while disabled
+
+    await client.call("dcc", address=rig.address, state="enable")
+    people_now = await client.next_event(lambda e: e.get("process") == 1)
+    assert people_now["values"]["presentValue"] == 7.0
+    occupied_now = await client.next_event(lambda e: e.get("process") == 2)
+    assert occupied_now["confirmed"] is True
+    assert occupied_now["values"]["presentValue"] == "active"
+    # Only what changed is sent: one notification each, none for the untouched object.
+    assert rig.server.notifications_sent == sent + 2

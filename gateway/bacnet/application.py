@@ -409,6 +409,11 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
             self._dcc_timer.cancel()
             self._dcc_timer = None
         self.asap.communication = state
+        # COV subscribers get what changed while they could not be told.
+        if state == "enable":
+            self.cov.resume()
+        else:
+            self.cov.suspend()
 
     @property
     def communication(self) -> str:
