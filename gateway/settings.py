@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
+from gateway.notification_settings import NotificationSection
 from objects.catalog import MAX_REGIONS, MAX_RULES, Model
 from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
 
@@ -71,6 +72,8 @@ class BacnetSection(_Strict):
     # DeviceCommunicationControl / ReinitializeDevice password (BACnet allows 1-20 characters).
     password: SecretStr | None = Field(None, min_length=1, max_length=20)
     bbmd: BbmdSection | None = None
+    # The Notification Class that routes the alarm rules' BACnet event notifications.
+    notification: NotificationSection = NotificationSection()
 
     @field_validator("address")
     @classmethod

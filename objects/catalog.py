@@ -585,3 +585,9 @@ def modbus_block_span() -> int:
             last = p.modbus.offset + p.modbus.width * (MAX_REGIONS if p.per_region else 1)
             end = max(end, last)
     return end
+
+
+# The gateway's Notification Class object (where alarm-rule events go; see the `alarm_events`
+# points): the properties a BMS may write over BACnet. Recipient_List is writable so that a BMS
+# can enrol itself; a written list is kept across restarts until the configured one changes.
+NOTIFICATION_CLASS_WRITABLE: frozenset[str] = frozenset({"recipientList"})

@@ -26,7 +26,6 @@ from bacpypes3.basetypes import (
     BinaryPV,
     DateTime,
     EngineeringUnits,
-    EventState,
     OptionalUnsigned,
     Polarity,
     PriorityArray,
@@ -47,6 +46,7 @@ from bacpypes3.primitivedata import (
     Unsigned,
 )
 
+from gateway.bacnet.eventstate import EVENT_PROPERTIES, EVENT_READERS, event_state, in_alarm
 from objects.catalog import ObjectType, Source
 from objects.pointmap import ResolvedPoint
 
@@ -143,6 +143,7 @@ class PointObject:
     """One served object: its identity comes from the catalog, its value from the state."""
 
     __slots__ = (
+        "events",
         "has_value",
         "identifier",
         "link_down",
@@ -161,6 +162,7 @@ class PointObject:
         self.value: float = 0.0
         self.has_value = False
         self.link_down = False
+        self.events: Any = None  # an EventRecord for objects with intrinsic reporting
         # Commandable objects keep the 16 command slots; None is a relinquished slot.
         self.priorities: list[float | None] | None = (
             [None] * PRIORITY_LEVELS if self.profile.commandable else None
@@ -273,7 +275,7 @@ def _cov_increment(obj: PointObject) -> Any:
 
 def status_flags(obj: PointObject) -> Any:
     # in-alarm, fault, overridden, out-of-service
-    return StatusFlags([0, 1 if obj.fault else 0, 0, 0])
+    return StatusFlags([1 if in_alarm(obj) else 0, 1 if obj.fault else 0, 0, 0])
 
 
 def unix_to_datetime(seconds: float | None) -> Any:
@@ -320,7 +322,7 @@ _READERS: dict[str, Callable[[PointObject], Any]] = {
     "description": lambda o: CharacterString(o.point.description),
     "presentValue": present_value,
     "statusFlags": status_flags,
-    "eventState": lambda o: EventState("normal"),
+    "eventState": event_state,
     "outOfService": lambda o: Boolean(False),
     "reliability": lambda o: Reliability(o.reliability),
     "units": lambda o: EngineeringUnits(o.point.units.value),
@@ -333,6 +335,7 @@ _READERS: dict[str, Callable[[PointObject], Any]] = {
     "priorityArray": _priority_array,
     "relinquishDefault": lambda o: present_value(o, o.value),
     "currentCommandPriority": _current_command_priority,
+    **EVENT_READERS,
 }
 
 
@@ -344,6 +347,8 @@ def served_properties(point: ResolvedPoint) -> tuple[str, ...]:
         extra += ("minPresValue",)
     if profile.analog and point.point.maximum is not None:
         extra += ("maxPresValue",)
+    if profile.binary and point.point.alarm_events:
+        extra += EVENT_PROPERTIES
     return profile.required + profile.optional + extra
 
 
