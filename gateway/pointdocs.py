@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from gateway.modbus.layout import readable_blocks
-from objects.catalog import ObjectType, Units
+from objects.catalog import NOTIFICATION_CLASS_WRITABLE, ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
 
 # BACnet enumerations used by the EDE file (ASHRAE 135, BACnetObjectType / BACnetEngineeringUnits).
@@ -22,6 +22,7 @@ OBJECT_TYPE_CODES: dict[ObjectType, int] = {
     ObjectType.POSITIVE_INTEGER_VALUE: 48,
 }
 DEVICE_TYPE_CODE = 8
+NOTIFICATION_CLASS_TYPE_CODE = 15
 UNIT_CODES: dict[Units, int] = {Units.NO_UNITS: 95, Units.SECONDS: 73}
 
 TABLE_PREFIX = {"coil": 0, "discrete": 1, "input": 3, "holding": 4}
@@ -81,6 +82,7 @@ def render_ede(
     project: str,
     device_description: str = "",
     today: date | None = None,
+    notification_class: int | None = None,
 ) -> str:
     """The BACnet EDE 2.3 engineering-data-exchange file (semicolon CSV) for BMS import."""
     stamp = (today or date.today()).isoformat()
@@ -120,6 +122,21 @@ def render_ede(
         + ["N"]
         + [""] * 5
     )
+    if notification_class is not None and any(p.point.alarm_events for p in points):
+        # Where the alarm points' events go (see the description column of those points).
+        w.writerow(
+            [
+                "gateway.notification_class",
+                dev,
+                f"{device_name} Alarms",
+                NOTIFICATION_CLASS_TYPE_CODE,
+                notification_class,
+                "Where the gateway's overcrowding alarms are sent",
+            ]
+            + [""] * 3
+            + ["Y" if "recipientList" in NOTIFICATION_CLASS_WRITABLE else "N", "N"]
+            + [""] * 5
+        )
     for p in points:
         analog = p.point.is_analog or p.object_type is ObjectType.POSITIVE_INTEGER_VALUE
         w.writerow(

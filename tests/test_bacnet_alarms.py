@@ -19,7 +19,8 @@ from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, SENSORS, Rig
 from helpers import bacstack
 
-from objects.pointmap import RuleSpec
+from gateway.pointdocs import render_ede
+from objects.pointmap import RuleSpec, resolve
 
 pytestmark = pytest.mark.asyncio
 
@@ -283,3 +284,21 @@ async def test_bacnet_stack_reads_and_acknowledges_the_alarm(rig: Rig, bms: Peer
     assert await read(bms, rig, ALARM, "ackedTransitions") == [1, 1, 1]
     told = await bms.next_event(notification)
     assert told["notify_type"] == "ack-notification"
+
+
+async def test_ede_lists_the_notification_class() -> None:
+    points = resolve(list(SENSORS), rules=(RULE,))
+    ede = render_ede(
+        points, device_instance=DEVICE_INSTANCE, device_name="GW", project="t", notification_class=7
+    )
+    rows = [line.split(";") for line in ede.splitlines()]
+    [nc] = [r for r in rows if r[0] == "gateway.notification_class"]
+    assert (nc[2], nc[3], nc[4], nc[9]) == ("GW Alarms", "15", "7", "Y")
+    without_rules = render_ede(
+        resolve(list(SENSORS)),
+        device_instance=1,
+        device_name="GW",
+        project="t",
+        notification_class=7,
+    )
+    assert "notification_class" not in without_rules
