@@ -302,3 +302,50 @@ async def test_ede_lists_the_notification_class() -> None:
         notification_class=7,
     )
     assert "notification_class" not in without_rules
+
+
+async def test_recipient_list_writes_are_checked(
+    rig: Rig, bms: Peer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(PeerError) as err:
+        await bms.call(
+            "write",
+            address=rig.address,
+            object=NC,
+            property="recipientList",
+            value=1.0,
+            type="real",
+        )
+    assert err.value.code == "invalid-data-type"
+    [before] = await read(bms, rig, NC, "recipientList")
+    # Not writable when the catalog does not say so.
+    monkeypatch.setattr("gateway.bacnet.alarm_services.NOTIFICATION_CLASS_WRITABLE", frozenset())
+    with pytest.raises(PeerError) as err:
+        await bms.call(
+            "write_recipients",
+            address=rig.address,
+            object=NC,
+            recipients=[{"address": "127.0.0.1:1", "process": 1}],
+        )
+    assert err.value.code == "write-access-denied"
+    assert await read(bms, rig, NC, "recipientList") == [before]
+
+
+async def test_a_damaged_event_file_starts_normal(tmp_path: Path, bms: Peer) -> None:
+    (tmp_path / "bacnet_events.json").write_text("{not json")
+    rig = make_rig(tmp_path, bms)
+    await rig.start()
+    try:
+        assert await read(bms, rig, ALARM, "eventState") == "normal"
+        rig.publish({"rule_1_alarm": 1})
+        alarm = await bms.next_event(notification)
+        assert alarm["to"] == "offnormal"
+    finally:
+        await rig.stop()
+    # ... and the next start reads the state written since.
+    rig = make_rig(tmp_path, bms)
+    await rig.start()
+    try:
+        assert await read(bms, rig, ALARM, "eventState") == "offnormal"
+    finally:
+        await rig.stop()
