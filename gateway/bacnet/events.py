@@ -33,7 +33,7 @@ from bacpypes3.basetypes import (
     NotifyType,
     PropertyStates,
 )
-from bacpypes3.errors import ExecutionError, ObjectError, ServicesError
+from bacpypes3.errors import ObjectError, ServicesError
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import CharacterString, ObjectIdentifier
 
@@ -162,16 +162,14 @@ class EventManager:
         if obj is None:
             raise ObjectError("unknownObject")
         record: EventRecord = obj.events
-        slot = {"offnormal": TO_OFFNORMAL, "high-limit": TO_OFFNORMAL, "low-limit": TO_OFFNORMAL}
-        slot.update({"fault": TO_FAULT, "normal": TO_NORMAL})
-        if state not in slot:
+        if state not in _ACK_SLOT:
             raise ServicesError("invalidEventState")
-        index = slot[state]
+        index = _ACK_SLOT[state]
         ours = record.stamps[index]
         if ours is None or not _same_time(stamp, ours):
             raise ServicesError("invalidTimeStamp")
         if record.acked[index]:
-            return  # acknowledged before: success, and nothing to tell (clause 13.5.1.x)
+            return  # acknowledged before: not an error, and nothing new to tell
         record.acked[index] = True
         log.info(
             "BACnet event: %s %s acknowledged by %r (process %d)", _oid(obj), state, source, process
@@ -330,6 +328,16 @@ class EventManager:
             await asyncio.gather(*pending, return_exceptions=True)
 
 
+# AcknowledgeAlarm's Event_State_Acknowledged -> the transition it acknowledges.
+_ACK_SLOT = {
+    "offnormal": TO_OFFNORMAL,
+    "high-limit": TO_OFFNORMAL,
+    "low-limit": TO_OFFNORMAL,
+    "fault": TO_FAULT,
+    "normal": TO_NORMAL,
+}
+
+
 def _same_time(stamp: Any, ours: float) -> bool:
     """Whether an AcknowledgeAlarm's Time_Stamp names our transition (we send date-times)."""
     theirs = getattr(stamp, "dateTime", None)
@@ -352,6 +360,3 @@ def _message(obj: PointObject, state: str, *, ack: bool) -> str:
         return f"{obj.name}: {state} acknowledged"
     text = obj.point.point.active_text if state == "offnormal" else state
     return f"{obj.name}: {text}"
-
-
-__all__ = ["EventManager", "ExecutionError", "target_state"]

@@ -26,7 +26,12 @@ from bacpypes3.pdu import Address, IPv4Address
 from bacpypes3.primitivedata import ObjectIdentifier, OctetString, Time, Unsigned
 
 from gateway.bacnet.device import property_list
-from gateway.notification_settings import TRANSITIONS, NotificationSection, RecipientSection
+from gateway.notification_settings import (
+    MAX_RECIPIENTS,
+    TRANSITIONS,
+    NotificationSection,
+    RecipientSection,
+)
 
 _ListOfDestination = ListOf(Destination)
 _ALL_DAY = ((0, 0, 0, 0), (23, 59, 59, 99))
@@ -194,8 +199,8 @@ class GatewayNotificationClass(LocalObject, NotificationClassObject):  # type: i
         for a list the gateway cannot serve."""
         entries = value.cast_out(_ListOfDestination)
         targets = [target_from_destination(d) for d in entries]
-        if len(targets) > 16:
-            raise ValueError("at most 16 recipients")
+        if len(targets) > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients")
         assert self._routing is not None
         self._routing.recipients = targets
         if self._on_write is not None:
