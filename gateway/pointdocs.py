@@ -122,7 +122,8 @@ def render_ede(
         + ["N"]
         + [""] * 5
     )
-    if notification_class is not None and any(p.point.alarm_events for p in points):
+    reporting = any(p.point.alarm_events or p.high_limit is not None for p in points)
+    if notification_class is not None and reporting:
         # Where the alarm points' events go (see the description column of those points).
         w.writerow(
             [
@@ -152,7 +153,7 @@ def render_ede(
                 "" if p.point.maximum is None else f"{p.point.maximum:g}",
                 "Y" if p.writable else "N",
                 "Y" if p.object_type is not ObjectType.DATETIME_VALUE else "N",
-                "",
+                "" if p.high_limit is None else f"{p.high_limit[0]:g}",
                 "",
                 "",
                 UNIT_CODES[p.units] if analog else "",

@@ -126,6 +126,9 @@ class Point:
     # Binary points: reports change-of-state events (intrinsic reporting) through the
     # gateway's Notification Class, in alarm while the present value is active.
     alarm_events: bool = False
+    # Analog points: a high limit may be configured per sensor (OUT_OF_RANGE event reporting
+    # through the same Notification Class).
+    limit_events: bool = False
 
     @property
     def is_analog(self) -> bool:
@@ -199,6 +202,7 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "People currently detected in the whole detection area",
         _reg(4),
         cov_increment=1,
+        limit_events=True,
     ),
     Point(
         "people_count_max",
@@ -238,6 +242,7 @@ SENSOR_POINTS: tuple[Point, ...] = (
         _reg(24),
         cov_increment=1,
         per_region=True,
+        limit_events=True,
     ),
     # -- dwell time -------------------------------------------------------------------------
     Point(

@@ -18,9 +18,12 @@ import pytest_asyncio
 from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, SENSORS, Rig
 from helpers import bacstack
+from pydantic import ValidationError
 
 from gateway.pointdocs import render_ede
-from objects.pointmap import RuleSpec, resolve
+from gateway.settings import SensorSection
+from objects.catalog import Model
+from objects.pointmap import RuleSpec, SensorSpec, resolve
 
 pytestmark = pytest.mark.asyncio
 
@@ -349,3 +352,67 @@ async def test_a_damaged_event_file_starts_normal(tmp_path: Path, bms: Peer) -> 
         assert await read(bms, rig, ALARM, "eventState") == "offnormal"
     finally:
         await rig.stop()
+
+
+# -- high limit on people counts --------------------------------------------------------------
+
+
+LIMITED = SensorSpec(
+    id="lobby",
+    name="Lobby",
+    number=1,
+    model=Model.VS121,
+    region_count=2,
+    high_limits={"people_count_all": (10.0, 2.0)},
+)
+
+
+async def test_people_count_high_limit_reports_out_of_range(tmp_path: Path, bms: Peer) -> None:
+    rig = Rig(
+        tmp_path,
+        sensors=(LIMITED,),
+        notification={"instance": 7, "recipients": [{"address": bms.address, "process": 3}]},
+    )
+    await rig.start()
+    try:
+        people = rig.object_id("lobby", "people_count_all")
+        region = rig.object_id("lobby", "region_1_count")
+        assert await read(bms, rig, people, "highLimit") == 10.0
+        assert await read(bms, rig, people, "deadband") == 2.0
+        assert await read(bms, rig, people, "limitEnable") == [0, 1]
+        assert "high-limit" in await read(bms, rig, people, "propertyList")
+        assert "high-limit" not in await read(bms, rig, region, "propertyList")
+
+        rig.report("lobby", {"people_count_all": 10})  # at the limit: not above it
+        rig.report("lobby", {"people_count_all": 11})
+        alarm = await bms.next_event(notification)
+        assert (alarm["event_type"], alarm["from"], alarm["to"]) == (
+            "out-of-range",
+            "normal",
+            "high-limit",
+        )
+        assert (alarm["exceeding"], alarm["limit"], alarm["deadband"]) == (11.0, 10.0, 2.0)
+        assert alarm["status_flags"] == [1, 0, 0, 0]
+        assert await read(bms, rig, people, "eventState") == "high-limit"
+        summary = await bms.call("alarmsummary", address=rig.address)
+        assert summary == [{"object": people, "state": "high-limit", "acked": [0, 1, 1]}]
+
+        rig.report("lobby", {"people_count_all": 8})  # within the deadband: still high
+        assert await read(bms, rig, people, "eventState") == "high-limit"
+        rig.report("lobby", {"people_count_all": 7})
+        normal = await bms.next_event(notification)
+        assert (normal["from"], normal["to"], normal["exceeding"]) == ("high-limit", "normal", 7.0)
+        await bms.call(
+            "ackalarm", address=rig.address, object=people, state="high-limit", stamp=alarm["stamp"]
+        )
+        assert await read(bms, rig, people, "ackedTransitions") == [1, 1, 1]
+    finally:
+        await rig.stop()
+
+
+async def test_high_limit_settings_are_checked() -> None:
+    base = {"id": "a", "name": "A", "number": 1, "model": "vs121", "dev_eui": "24e124538c000001"}
+    ok = SensorSection(**base, points={"region_3_count": {"high_limit": 4}})
+    assert ok.spec().high_limits == {"region_3_count": (4.0, 1.0)}
+    with pytest.raises(ValidationError, match=r"points\.people_total_in\.high_limit"):
+        SensorSection(**base, points={"people_total_in": {"high_limit": 4}})

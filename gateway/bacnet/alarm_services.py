@@ -30,7 +30,7 @@ from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.primitivedata import Unsigned
 
 from gateway.bacnet.events import EventManager
-from gateway.bacnet.eventstate import timestamp, transition_bits
+from gateway.bacnet.eventstate import state_enum, timestamp, transition_bits
 from gateway.bacnet.notification import GatewayNotificationClass
 from objects.catalog import NOTIFICATION_CLASS_WRITABLE
 
@@ -74,7 +74,7 @@ class AlarmServices:
             summaries.append(
                 GetEventInformationEventSummary(
                     objectIdentifier=obj.identifier,
-                    eventState=EventState(record.state),
+                    eventState=EventState(state_enum(record.state)),
                     acknowledgedTransitions=transition_bits(record.acked),
                     eventTimeStamps=SequenceOf(TimeStamp)([timestamp(s) for s in record.stamps]),
                     notifyType=NotifyType("alarm"),
@@ -95,7 +95,7 @@ class AlarmServices:
         summaries = [
             GetAlarmSummaryAlarmSummary(
                 objectIdentifier=o.identifier,
-                alarmState=EventState(o.events.state),
+                alarmState=EventState(state_enum(o.events.state)),
                 acknowledgedTransitions=transition_bits(o.events.acked),
             )
             for o in alarms

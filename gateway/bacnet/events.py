@@ -30,12 +30,13 @@ from bacpypes3.basetypes import (
     EventType,
     NotificationParameters,
     NotificationParametersChangeOfState,
+    NotificationParametersOutOfRange,
     NotifyType,
     PropertyStates,
 )
 from bacpypes3.errors import ObjectError, ServicesError
 from bacpypes3.pdu import Address
-from bacpypes3.primitivedata import CharacterString, ObjectIdentifier
+from bacpypes3.primitivedata import CharacterString, ObjectIdentifier, Real
 
 from gateway.bacnet.eventstate import (
     SLOT_OF_STATE,
@@ -58,13 +59,24 @@ SendFn = Callable[[Any], "asyncio.Future[Any] | None"]
 ResolveFn = Callable[[int], Awaitable[Any]]  # device instance -> Address or None
 
 
-def target_state(obj: PointObject) -> str | None:
+def reports_events(obj: PointObject) -> bool:
+    return obj.point.point.alarm_events or obj.point.high_limit is not None
+
+
+def target_state(obj: PointObject, current: str = "normal") -> str | None:
     """The event state the object's value calls for; None before it has a value."""
     if obj.fault and obj.has_value:
         return "fault"
     if not obj.has_value:
         return None
-    return "offnormal" if obj.present() else "normal"
+    if obj.point.high_limit is None:
+        return "offnormal" if obj.present() else "normal"  # CHANGE_OF_STATE, active in alarm
+    # OUT_OF_RANGE, high limit only: back to normal once below the limit less the deadband.
+    limit, deadband = obj.point.high_limit
+    value = obj.present()
+    if value > limit or (current == "high-limit" and value >= limit - deadband):
+        return "high-limit"
+    return "normal"
 
 
 class EventManager:
@@ -100,7 +112,7 @@ class EventManager:
     def attach(self, objects: Sequence[PointObject]) -> int:
         """Give every reporting object its event record; returns how many report."""
         for obj in objects:
-            if obj.point.point.alarm_events:
+            if reports_events(obj):
                 obj.events = EventRecord(notification_class=self.routing.number)
                 self._objects[obj.identifier] = obj
         return len(self._objects)
@@ -140,7 +152,7 @@ class EventManager:
         record: EventRecord | None = obj.events
         if record is None:
             return
-        new = target_state(obj)
+        new = target_state(obj, record.state)
         if new is None or new == record.state:
             return
         old = record.state
@@ -233,7 +245,7 @@ class EventManager:
             timeStamp=timestamp(stamp),
             notificationClass=self.routing.number,
             priority=self.routing.priority[slot],
-            eventType=EventType("changeOfState"),
+            eventType=EventType("changeOfState" if obj.point.high_limit is None else "outOfRange"),
             messageText=CharacterString(_message(obj, new, ack=ack)),
             notifyType=NotifyType("ackNotification" if ack else "alarm"),
             toState=EventState(_camel(new)),
@@ -242,12 +254,7 @@ class EventManager:
         if not ack:
             request.ackRequired = self.routing.ack_required[slot]
             request.fromState = EventState(_camel(old or "normal"))
-            request.eventValues = NotificationParameters(
-                changeOfState=NotificationParametersChangeOfState(
-                    newState=PropertyStates(binaryValue=BinaryPV(1 if obj.present() else 0)),
-                    statusFlags=status_flags(obj),
-                )
-            )
+            request.eventValues = _event_values(obj)
         self.sent += 1
         future = self._send(request)
         if not target.confirmed or future is None:
@@ -338,6 +345,25 @@ _ACK_SLOT = {
 }
 
 
+def _event_values(obj: PointObject) -> Any:
+    if obj.point.high_limit is None:
+        return NotificationParameters(
+            changeOfState=NotificationParametersChangeOfState(
+                newState=PropertyStates(binaryValue=BinaryPV(1 if obj.present() else 0)),
+                statusFlags=status_flags(obj),
+            )
+        )
+    limit, deadband = obj.point.high_limit
+    return NotificationParameters(
+        outOfRange=NotificationParametersOutOfRange(
+            exceedingValue=Real(obj.present()),
+            statusFlags=status_flags(obj),
+            deadband=Real(deadband),
+            exceededLimit=Real(limit),
+        )
+    )
+
+
 def _same_time(stamp: Any, ours: float) -> bool:
     """Whether an AcknowledgeAlarm's Time_Stamp names our transition (we send date-times)."""
     theirs = getattr(stamp, "dateTime", None)
@@ -358,5 +384,7 @@ def _oid(obj: PointObject) -> str:
 def _message(obj: PointObject, state: str, *, ack: bool) -> str:
     if ack:
         return f"{obj.name}: {state} acknowledged"
+    if obj.point.high_limit is not None and state == "high-limit":
+        return f"{obj.name}: {obj.present():g} above the high limit {obj.point.high_limit[0]:g}"
     text = obj.point.point.active_text if state == "offnormal" else state
     return f"{obj.name}: {text}"

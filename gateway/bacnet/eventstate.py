@@ -17,27 +17,42 @@ from bacpypes3.basetypes import (
     DateTime,
     EventState,
     EventTransitionBits,
+    LimitEnable,
     NotifyType,
     TimeStamp,
 )
 from bacpypes3.constructeddata import ArrayOf
 from bacpypes3.errors import PropertyError
-from bacpypes3.primitivedata import Boolean, Date, Time, Unsigned
+from bacpypes3.primitivedata import Boolean, Date, Real, Time, Unsigned
 
 # Transition slots, in the order of EventTransitionBits and Event_Time_Stamps.
 TO_OFFNORMAL, TO_FAULT, TO_NORMAL = 0, 1, 2
-SLOT_OF_STATE = {"offnormal": TO_OFFNORMAL, "fault": TO_FAULT, "normal": TO_NORMAL}
+SLOT_OF_STATE = {
+    "offnormal": TO_OFFNORMAL,
+    "high-limit": TO_OFFNORMAL,
+    "fault": TO_FAULT,
+    "normal": TO_NORMAL,
+}
 
-# What an object with intrinsic reporting serves besides its usual properties.
-EVENT_PROPERTIES = (
+# What an object with intrinsic reporting serves besides its usual properties: a binary one
+# (CHANGE_OF_STATE) its Alarm_Value, an analog one (OUT_OF_RANGE) its limits.
+_COMMON = (
     "timeDelay",
     "notificationClass",
-    "alarmValue",
     "eventEnable",
     "ackedTransitions",
     "notifyType",
     "eventTimeStamps",
     "eventDetectionEnable",
+)
+EVENT_PROPERTIES = (*_COMMON[:2], "alarmValue", *_COMMON[2:])
+LIMIT_EVENT_PROPERTIES = (
+    *_COMMON[:2],
+    "highLimit",
+    "lowLimit",
+    "deadband",
+    "limitEnable",
+    *_COMMON[2:],
 )
 
 _ArrayOfTimeStamp = ArrayOf(TimeStamp, _length=3)
@@ -101,12 +116,28 @@ EVENT_READERS: dict[str, Callable[[Any], Any]] = {
     "notifyType": lambda o: NotifyType("alarm"),
     "eventTimeStamps": lambda o: _ArrayOfTimeStamp([timestamp(s) for s in _record(o).stamps]),
     "eventDetectionEnable": lambda o: Boolean(True),
+    "highLimit": lambda o: Real(_limit(o)[0]),
+    "lowLimit": lambda o: Real(0.0),  # not enabled: counts cannot go below zero
+    "deadband": lambda o: Real(_limit(o)[1]),
+    "limitEnable": lambda o: LimitEnable([0, 1]),  # low limit off, high limit on
 }
+
+
+def _limit(obj: Any) -> tuple[float, float]:
+    limit: tuple[float, float] | None = obj.point.high_limit
+    if limit is None:
+        raise PropertyError("unknownProperty")
+    return limit
 
 
 def event_state(obj: Any) -> Any:
     record: EventRecord | None = obj.events
-    return EventState(record.state if record is not None else "normal")
+    return EventState(state_enum(record.state) if record is not None else "normal")
+
+
+def state_enum(state: str) -> str:
+    """bacpypes3's spelling of an event state."""
+    return "highLimit" if state == "high-limit" else state
 
 
 def in_alarm(obj: Any) -> bool:

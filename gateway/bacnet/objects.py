@@ -46,7 +46,13 @@ from bacpypes3.primitivedata import (
     Unsigned,
 )
 
-from gateway.bacnet.eventstate import EVENT_PROPERTIES, EVENT_READERS, event_state, in_alarm
+from gateway.bacnet.eventstate import (
+    EVENT_PROPERTIES,
+    EVENT_READERS,
+    LIMIT_EVENT_PROPERTIES,
+    event_state,
+    in_alarm,
+)
 from objects.catalog import ObjectType, Source
 from objects.pointmap import ResolvedPoint
 
@@ -349,6 +355,8 @@ def served_properties(point: ResolvedPoint) -> tuple[str, ...]:
         extra += ("maxPresValue",)
     if profile.binary and point.point.alarm_events:
         extra += EVENT_PROPERTIES
+    if profile.analog and point.high_limit is not None:
+        extra += LIMIT_EVENT_PROPERTIES
     return profile.required + profile.optional + extra
 
 

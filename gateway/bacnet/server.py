@@ -29,7 +29,7 @@ from gateway.bacnet.device import (
     database_revision,
     object_set_digest,
 )
-from gateway.bacnet.events import EventManager
+from gateway.bacnet.events import EventManager, reports_events
 from gateway.bacnet.foreign import SupervisedForeignLink
 from gateway.bacnet.notification import NotificationClass, build_notification_class
 from gateway.bacnet.objects import PROFILES, PointObject, build_objects
@@ -146,7 +146,7 @@ class BacnetServer:
         objects = build_objects(self._points)
         port_name = f"{cfg.device_name} BACnet/IP port"
         alarms_name = f"{cfg.device_name} Alarms"
-        reporting = any(o.point.point.alarm_events for o in objects)
+        reporting = any(reports_events(o) for o in objects)
         _check_unique(objects, reserved={cfg.device_name, port_name, alarms_name})
         self._objects = {o.identifier: o for o in objects}
         for o in objects:

@@ -142,6 +142,8 @@ class ClientApp(Application):  # type: ignore[misc]  # bacpypes3 has no type hin
     def _report_event(self, apdu: Any, *, confirmed: bool) -> None:
         values = apdu.eventValues
         change = getattr(values, "changeOfState", None) if values is not None else None
+        out_of_range = getattr(values, "outOfRange", None) if values is not None else None
+        params = change if change is not None else out_of_range
         emit(
             {
                 "event": "notification",
@@ -160,7 +162,10 @@ class ClientApp(Application):  # type: ignore[misc]  # bacpypes3 has no type hin
                 "from": None if apdu.fromState is None else str(apdu.fromState),
                 "to": str(apdu.toState),
                 "new_state": None if change is None else str(change.newState.binaryValue),
-                "status_flags": None if change is None else to_json(change.statusFlags),
+                "status_flags": None if params is None else to_json(params.statusFlags),
+                "exceeding": None if out_of_range is None else out_of_range.exceedingValue,
+                "limit": None if out_of_range is None else out_of_range.exceededLimit,
+                "deadband": None if out_of_range is None else out_of_range.deadband,
             }
         )
 
