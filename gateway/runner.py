@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from gateway import early_signals
 from gateway.app import Gateway
 from gateway.errors import GatewayError
 from gateway.settings import Settings
@@ -29,9 +30,15 @@ async def _main(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    gateway = Gateway(settings)
-    await gateway.run(stop)
-    return gateway.exit_status  # 0, or EXIT_REINITIALIZE after a BACnet warm/cold start
+    early = early_signals.pending()
+    if early is not None:
+        logging.getLogger("gateway").info(
+            "%s received while starting: shutting down", signal.Signals(early).name
+        )
+        stop.set()
+    gw = Gateway(settings)
+    await gw.run(stop)
+    return gw.exit_status  # 0, or EXIT_REINITIALIZE after a BACnet warm/cold start
 
 
 def run(settings: Settings) -> int:
