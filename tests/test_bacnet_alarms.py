@@ -17,6 +17,8 @@ import pytest
 import pytest_asyncio
 from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, SENSORS, Rig
+from bacpypes3.apdu import ComplexAckPDU, GetAlarmSummaryACK
+from bacpypes3.pdu import PDU
 from helpers import bacstack
 from pydantic import ValidationError
 
@@ -64,7 +66,7 @@ def notification(event: dict[str, Any]) -> bool:
 
 async def empty_alarm_summary(client: Peer, rig: Rig) -> bool:
     """GetAlarmSummary answered with an empty list, checked on the wire: bacpypes3's client side
-    cannot decode a Complex-ACK without data and never returns (apdu.py, APCI.decode)."""
+    cannot decode it (see test_bacpypes3_cannot_decode_an_empty_alarm_summary)."""
     request = bytes.fromhex("810a000a010400050703")  # BVLC, NPDU, APDU invoke 7
     [reply] = await client.call("raw", host="127.0.0.1", port=rig.port, hex=request.hex(), wait=1.0)
     return bytes.fromhex(reply).endswith(bytes.fromhex("300703"))
@@ -416,3 +418,12 @@ async def test_high_limit_settings_are_checked() -> None:
     assert ok.spec().high_limits == {"region_3_count": (4.0, 1.0)}
     with pytest.raises(ValidationError, match=r"points\.people_total_in\.high_limit"):
         SensorSection(**base, points={"people_total_in": {"high_limit": 4}})
+
+
+async def test_bacpypes3_cannot_decode_an_empty_alarm_summary() -> None:
+    """bacpypes3 0.0.110 takes an empty SEQUENCE OF for a missing required element
+    (constructeddata.py:485, reached from apdu.py:1061), so a client never gets the empty answer;
+    the tests check that answer on the wire instead (empty_alarm_summary)."""
+    ack = ComplexAckPDU.decode(PDU(bytes.fromhex("300703")))  # Complex-ACK, GetAlarmSummary
+    with pytest.raises(AttributeError, match="listOfAlarmSummaries is a required element"):
+        GetAlarmSummaryACK.decode(ack)
