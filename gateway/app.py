@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway import __version__, control_token, fdlimit
 from gateway.bacnet import BacnetServer
+from gateway.bacnet.restart import EXIT_REINITIALIZE, record_restart
 from gateway.command_service import CommandService
 from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.config_audit import open_endpoints
@@ -96,6 +97,9 @@ class Gateway:
         self.ready = asyncio.Event()
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
+        self._stop: asyncio.Event | None = None
+        # Set by a BACnet ReinitializeDevice: `run` returns, and the process exits with it.
+        self.exit_status = 0
         self._control_token: str | None = None
         self._fd_limit = 1024
 
@@ -129,6 +133,7 @@ class Gateway:
         self._fd_limit = fdlimit.raise_soft_limit()
         fdlimit.install()
         fdlimit.quiet_loop_errors(asyncio.get_running_loop())
+        self._stop = stop
         self.store.prepare()
         self.store.lock()  # before reading: two gateways on one state directory would corrupt it
         restored = self.store.load_into(self.state)
@@ -213,6 +218,7 @@ class Gateway:
                 version=__version__,
                 on_fd_change=lambda up: self.metrics.bacnet_fd_registered.set(1 if up else 0),
                 on_refused=lambda: self.refused.inc(listener="bacnet", reason="not_allowed"),
+                on_reinitialize=self._reinitialize,
             )
             await self.bacnet.start()
         if mb.tcp.enabled or mb.rtu.enabled:
@@ -290,6 +296,24 @@ class Gateway:
                 "will be delivered again",
                 self.committer.failing,
             )
+
+    def _reinitialize(self, state: str) -> None:
+        """A BACnet warm or cold start (password checked): stop cleanly and exit with
+        EXIT_REINITIALIZE so the supervisor starts a fresh process. Counts, thresholds and
+        subscriptions are the gateway's data, not volatile memory: both starts keep them."""
+        reason = "coldstart" if state == "coldstart" else "warmstart"
+        try:
+            record_restart(self.settings.gateway.state_dir, reason)
+        except OSError as exc:
+            log.error("BACnet reinitialize: cannot record the restart reason: %s", exc)
+        log.warning(
+            "BACnet reinitialize (%s): stopping; exit status %d asks the supervisor to restart",
+            reason,
+            EXIT_REINITIALIZE,
+        )
+        self.exit_status = EXIT_REINITIALIZE
+        if self._stop is not None:
+            self._stop.set()
 
     # -- sources ----------------------------------------------------------------------------
 

@@ -243,6 +243,7 @@ def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
                 device_name=settings.bacnet.device_name,
                 device_description=settings.bacnet.description,
                 project=settings.gateway.name,
+                notification_class=settings.bacnet.notification.instance,
             )
         )
     elif fmt == "modbus":

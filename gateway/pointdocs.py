@@ -10,7 +10,7 @@ from datetime import date
 from gateway.modbus.layout import readable_blocks
 from gateway.modbus.units import MAX_BLOCK_SENSOR, MAX_UNIT_ID, plan
 from gateway.settings import ModbusSection
-from objects.catalog import MODBUS_BLOCK, ObjectType, Units
+from objects.catalog import MODBUS_BLOCK, NOTIFICATION_CLASS_WRITABLE, ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
 
 # BACnet enumerations used by the EDE file (ASHRAE 135, BACnetObjectType / BACnetEngineeringUnits).
@@ -21,8 +21,10 @@ OBJECT_TYPE_CODES: dict[ObjectType, int] = {
     ObjectType.BINARY_OUTPUT: 4,
     ObjectType.BINARY_VALUE: 5,
     ObjectType.DATETIME_VALUE: 44,
+    ObjectType.POSITIVE_INTEGER_VALUE: 48,
 }
 DEVICE_TYPE_CODE = 8
+NOTIFICATION_CLASS_TYPE_CODE = 15
 UNIT_CODES: dict[Units, int] = {Units.NO_UNITS: 95, Units.SECONDS: 73}
 
 TABLE_PREFIX = {"coil": 0, "discrete": 1, "input": 3, "holding": 4}
@@ -82,6 +84,7 @@ def render_ede(
     project: str,
     device_description: str = "",
     today: date | None = None,
+    notification_class: int | None = None,
 ) -> str:
     """The BACnet EDE 2.3 engineering-data-exchange file (semicolon CSV) for BMS import."""
     stamp = (today or date.today()).isoformat()
@@ -121,8 +124,24 @@ def render_ede(
         + ["N"]
         + [""] * 5
     )
+    reporting = any(p.point.alarm_events or p.high_limit is not None for p in points)
+    if notification_class is not None and reporting:
+        # Where the alarm points' events go (see the description column of those points).
+        w.writerow(
+            [
+                "gateway.notification_class",
+                dev,
+                f"{device_name} Alarms",
+                NOTIFICATION_CLASS_TYPE_CODE,
+                notification_class,
+                "Where the gateway's overcrowding alarms are sent",
+            ]
+            + [""] * 3
+            + ["Y" if "recipientList" in NOTIFICATION_CLASS_WRITABLE else "N", "N"]
+            + [""] * 5
+        )
     for p in points:
-        analog = p.point.is_analog
+        analog = p.point.is_analog or p.object_type is ObjectType.POSITIVE_INTEGER_VALUE
         w.writerow(
             [
                 f"{p.sensor_id or 'gateway'}.{p.key}",
@@ -136,7 +155,7 @@ def render_ede(
                 "" if p.point.maximum is None else f"{p.point.maximum:g}",
                 "Y" if p.writable else "N",
                 "Y" if p.object_type is not ObjectType.DATETIME_VALUE else "N",
-                "",
+                "" if p.high_limit is None else f"{p.high_limit[0]:g}",
                 "",
                 "",
                 UNIT_CODES[p.units] if analog else "",

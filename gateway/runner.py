@@ -25,7 +25,7 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def _main(settings: Settings) -> None:
+async def _main(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,15 +36,16 @@ async def _main(settings: Settings) -> None:
             "%s received while starting: shutting down", signal.Signals(early).name
         )
         stop.set()
-    await Gateway(settings).run(stop)
+    gw = Gateway(settings)
+    await gw.run(stop)
+    return gw.exit_status  # 0, or EXIT_REINITIALIZE after a BACnet warm/cold start
 
 
 def run(settings: Settings) -> int:
     configure_logging(settings.gateway.log_level)
     try:
-        asyncio.run(_main(settings))
+        return asyncio.run(_main(settings))
     except (OSError, GatewayError) as exc:
         # Expected start-up faults (port taken, serial port missing): one line, no traceback.
         logging.getLogger("gateway").error("cannot start: %s", exc)
         return 1
-    return 0

@@ -26,7 +26,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from gateway.access import parse_networks
 from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
-from objects.catalog import MAX_REGIONS, MAX_RULES, Model
+from gateway.notification_settings import NotificationSection
+from objects.catalog import MAX_REGIONS, MAX_RULES, SENSOR_POINTS, Model
 from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
 
 ENV_PREFIX = "VS121GW_"
@@ -81,6 +82,9 @@ class BacnetSection(_Strict):
     def _allow(cls, v: list[str]) -> list[str]:
         parse_networks("bacnet.allow_writes_from", v)
         return v
+
+    # The Notification Class that routes the alarm rules' BACnet event notifications.
+    notification: NotificationSection = NotificationSection()
 
     @field_validator("address")
     @classmethod
@@ -227,6 +231,22 @@ class PointOverride(_Strict):
     name: str | None = Field(None, min_length=1, max_length=64)
     instance: int | None = Field(None, ge=0, le=4194302)
     cov_increment: float | None = Field(None, gt=0)
+    # BACnet event reporting: in alarm above high_limit, normal again below high_limit - deadband
+    # (people count points only).
+    high_limit: float | None = Field(None, ge=0, le=65535)
+    deadband: float = Field(1, ge=0, le=65535)
+
+
+def _limit_keys() -> set[str]:
+    """Point keys that accept a high limit (catalog points with limit_events)."""
+    keys: set[str] = set()
+    for p in SENSOR_POINTS:
+        if p.limit_events:
+            if p.per_region:
+                keys.update(p.key.format(n=n) for n in range(1, MAX_REGIONS + 1))
+            else:
+                keys.add(p.key)
+    return keys
 
 
 class SensorSection(_Strict):
@@ -265,6 +285,12 @@ class SensorSection(_Strict):
             raise ValueError(f"sensor {self.id!r}: a vs121 (LoRaWAN) sensor needs dev_eui")
         if self.model == "vs121-p" and self.serial is None:
             raise ValueError(f"sensor {self.id!r}: a vs121-p sensor needs serial (its device_sn)")
+        for key, o in self.points.items():
+            if o.high_limit is not None and key not in _limit_keys():
+                raise ValueError(
+                    f"sensor {self.id!r}: points.{key}.high_limit: a high limit is allowed on "
+                    "people_count_all and region_<n>_count only"
+                )
         if self.stale_after is not None and self.stale_after <= self.report_interval:
             raise ValueError(
                 f"sensor {self.id!r}: stale_after {self.stale_after} must be longer than "
@@ -291,6 +317,11 @@ class SensorSection(_Strict):
                 k: o.cov_increment for k, o in overrides.items() if o.cov_increment is not None
             },
             instances={k: o.instance for k, o in overrides.items() if o.instance is not None},
+            high_limits={
+                k: (o.high_limit, o.deadband)
+                for k, o in overrides.items()
+                if o.high_limit is not None
+            },
         )
 
 

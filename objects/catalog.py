@@ -52,6 +52,8 @@ class ObjectType(StrEnum):
     BINARY_VALUE = "binary-value"
     BINARY_OUTPUT = "binary-output"
     DATETIME_VALUE = "datetime-value"
+    # Unsigned present value: 32-bit totals served exactly (a REAL holds integers up to 2^24).
+    POSITIVE_INTEGER_VALUE = "positive-integer-value"
 
 
 class Units(StrEnum):
@@ -116,6 +118,17 @@ class Point:
     minimum: float | None = None  # writable points: allowed range
     maximum: float | None = None
     models: frozenset[Model] = frozenset({Model.VS121, Model.VS121_P})
+    # Binary points: what Active_Text / Inactive_Text say about the two states.
+    active_text: str = "Active"
+    inactive_text: str = "Inactive"
+    # A second object showing another point's value (its state key), e.g. a total as unsigned.
+    value_of: str | None = None
+    # Binary points: reports change-of-state events (intrinsic reporting) through the
+    # gateway's Notification Class, in alarm while the present value is active.
+    alarm_events: bool = False
+    # Analog points: a high limit may be configured per sensor (OUT_OF_RANGE event reporting
+    # through the same Notification Class).
+    limit_events: bool = False
 
     @property
     def is_analog(self) -> bool:
@@ -147,6 +160,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "Active while the sensor has reported within its stale-after time",
         _bit(0),
         source=Source.GATEWAY,
+        active_text="Online",
+        inactive_text="Offline",
     ),
     Point(
         "status",
@@ -187,6 +202,7 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "People currently detected in the whole detection area",
         _reg(4),
         cov_increment=1,
+        limit_events=True,
     ),
     Point(
         "people_count_max",
@@ -214,6 +230,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "Active while region {n} is occupied",
         _bit(1),
         per_region=True,
+        active_text="Occupied",
+        inactive_text="Unoccupied",
     ),
     Point(
         "region_{n}_count",
@@ -224,6 +242,7 @@ SENSOR_POINTS: tuple[Point, ...] = (
         _reg(24),
         cov_increment=1,
         per_region=True,
+        limit_events=True,
     ),
     # -- dwell time -------------------------------------------------------------------------
     Point(
@@ -384,6 +403,31 @@ SENSOR_POINTS: tuple[Point, ...] = (
         _bit(20),
         writable=True,
         source=Source.COMMAND,
+        active_text="Reset",
+        inactive_text="Idle",
+    ),
+    # -- totals as exact unsigned values ----------------------------------------------------
+    # The same totals as AI 10-13, as Positive Integer Value objects at the same instances: a
+    # REAL carries integers exactly only up to 2^24 (16,777,216), an Unsigned all 32 bits.
+    *(
+        Point(
+            f"{key}_exact",
+            f"{{sensor}} {label} Exact",
+            ObjectType.POSITIVE_INTEGER_VALUE,
+            offset,
+            f"{label}, as an unsigned integer that stays exact above 16,777,216 (the analog "
+            f"input of the same instance shows it as a REAL)",
+            None,
+            cov_increment=1,
+            source=source,
+            value_of=key,
+        )
+        for key, label, offset, source in (
+            ("people_total_in", "Sensor Total In", 10, Source.SENSOR),
+            ("people_total_out", "Sensor Total Out", 11, Source.SENSOR),
+            ("gateway_total_in", "Total In", 12, Source.GATEWAY),
+            ("gateway_total_out", "Total Out", 13, Source.GATEWAY),
+        )
     ),
 )
 
@@ -593,6 +637,9 @@ RULE_POINTS: tuple[Point, ...] = (
         _bit(0),
         source=Source.GATEWAY,
         models=_RULE,
+        active_text="Overcrowded",
+        inactive_text="Normal",
+        alarm_events=True,
     ),
     Point(
         "rule_{r}_relay",
@@ -609,6 +656,8 @@ RULE_POINTS: tuple[Point, ...] = (
         writable=True,
         source=Source.COMMAND,
         models=_RULE,
+        active_text="Alarm",
+        inactive_text="Normal",
     ),
     Point(
         "rule_{r}_status",
@@ -671,3 +720,9 @@ def modbus_block_span() -> int:
             last = p.modbus.offset + p.modbus.width * (MAX_REGIONS if p.per_region else 1)
             end = max(end, last)
     return end
+
+
+# The gateway's Notification Class object (where alarm-rule events go; see the `alarm_events`
+# points): the properties a BMS may write over BACnet. Recipient_List is writable so that a BMS
+# can enrol itself; a written list is kept across restarts until the configured one changes.
+NOTIFICATION_CLASS_WRITABLE: frozenset[str] = frozenset({"recipientList"})

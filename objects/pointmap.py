@@ -78,6 +78,8 @@ class SensorSpec:
     names: Mapping[str, str] = field(default_factory=dict)  # expanded key -> object name
     cov_increments: Mapping[str, float] = field(default_factory=dict)
     instances: Mapping[str, int] = field(default_factory=dict)  # expanded key -> instance
+    # Expanded key -> (high limit, deadband) for points whose catalog entry has limit_events.
+    high_limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,7 @@ class ResolvedPoint:
     cov_increment: float | None
     modbus_address: int | None
     rule: str | None = None  # the alarm rule's id, for a rule's point (sensor_id is then "")
+    high_limit: tuple[float, float] | None = None  # (limit, deadband): reports events
 
     @property
     def object_type(self) -> ObjectType:
@@ -153,6 +156,9 @@ def _resolve_one(
         name = spec.names.get(key, name)
         instance = spec.instances.get(key, instance)
         cov = spec.cov_increments.get(key, cov)
+    limit = None
+    if spec is not None and point.limit_events:
+        limit = spec.high_limits.get(key)
     address = None
     if point.modbus is not None:
         address = number * MODBUS_BLOCK + point.modbus.offset + step * point.modbus.width
@@ -167,6 +173,7 @@ def _resolve_one(
         instance=instance,
         cov_increment=cov,
         modbus_address=address,
+        high_limit=limit,
     )
 
 

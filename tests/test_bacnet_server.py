@@ -324,6 +324,7 @@ async def test_served_objects_match_the_ede_export(rig: Rig, client: Peer) -> No
         "binary-input",
         "binary-value",
         "datetime-value",
+        "positive-integer-value",
     }
 
 

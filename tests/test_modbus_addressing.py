@@ -102,7 +102,7 @@ def test_the_map_documents_both_modes_and_who_is_left_out(
     default = config(tmp_path, sensors(2))
     assert main(["points", "--config", str(default), "--format", "modbus"]) == 0
     out = capsys.readouterr().out
-    assert "| s2 | input | 400 | 519 |" in out
+    assert "| s2 | input | 400 | 524 |" in out
 
 
 # -- serving -----------------------------------------------------------------------------------

@@ -64,6 +64,8 @@ def service() -> Section:
         ("WatchdogSec", "30"),
         ("Restart", "on-failure"),
         ("RestartSec", "5"),
+        ("SuccessExitStatus", "75"),
+        ("RestartForceExitStatus", "75"),
         ("KillSignal", "SIGTERM"),
         ("TimeoutStopSec", "20"),
         ("LimitNOFILE", "65536"),

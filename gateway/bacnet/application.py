@@ -56,8 +56,11 @@ from bacpypes3.netservice import NetworkServiceAccessPoint, NetworkServiceElemen
 from bacpypes3.primitivedata import Unsigned
 
 from gateway.access import AllowList, bacnet_source_host
+from gateway.bacnet.alarm_services import AlarmServices
 from gateway.bacnet.cov import CovManager
 from gateway.bacnet.device import services_supported
+from gateway.bacnet.events import EventManager
+from gateway.bacnet.notification import GatewayNotificationClass
 from gateway.bacnet.objects import PointObject, optional_properties, required_properties
 from gateway.bacnet.writes import ValidWrite, validate_write
 from gateway.commands import REQUESTER
@@ -99,7 +102,7 @@ def _allowed_while_disabled(data: bytes) -> bool:
     return len(data) > service_at and data[service_at] in _ALLOWED_WHILE_DISABLED
 
 
-class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no type hints
+class GatewayApplication(AlarmServices, Application):  # type: ignore[misc]  # untyped
     """Services over the gateway's objects. Call `serve` before the first request arrives."""
 
     points: dict[Any, PointObject]
@@ -143,7 +146,9 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
         *,
         password: str | None,
         on_reinitialize: ReinitHandler | None = None,
+        events: EventManager | None = None,
     ) -> None:
+        self.events = events
         self.points = dict(points)
         self.names = {o.name: o for o in self.points.values()}
         self.cov = cov
@@ -293,6 +298,10 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
         if obj is None:
             raise ObjectError("unknownObject")
         attr = apdu.propertyIdentifier.attr
+        if isinstance(obj, GatewayNotificationClass):
+            self.write_notification_class(obj, attr, apdu.propertyValue)
+            await self.response(SimpleAckPDU(context=apdu))
+            return
         if not isinstance(obj, PointObject):
             # The device and its network port are configured in the gateway, not over BACnet.
             if obj.get_property_type(attr) is None:
@@ -420,6 +429,11 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
             self._dcc_timer.cancel()
             self._dcc_timer = None
         self.asap.communication = state
+        # COV subscribers get what changed while they could not be told.
+        if state == "enable":
+            self.cov.resume()
+        else:
+            self.cov.suspend()
 
     @property
     def communication(self) -> str:

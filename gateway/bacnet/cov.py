@@ -79,6 +79,7 @@ class Subscription:
     last_value: float | None = None  # what the subscriber was last told
     last_fault: bool | None = None
     pending: bool = False  # a notification waits for a free confirmed slot
+    held: bool = False  # a notification was due while communication control forbade it
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -117,6 +118,9 @@ class CovManager:
         self._flushing: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
+        # DeviceCommunicationControl: while suspended nothing is sent; what fell due is held
+        # and sent, with the values of that moment, when communication is enabled again.
+        self._suspended = False
 
     # -- subscribing ----------------------------------------------------------------------------
 
@@ -229,9 +233,37 @@ class CovManager:
         for sub in self._by_object.get(obj.identifier, ()):
             self._notify(sub, obj)
 
+    # -- communication control ------------------------------------------------------------------
+
+    def suspend(self) -> None:
+        """Stop sending (DeviceCommunicationControl disable or disable-initiation)."""
+        self._suspended = True
+
+    def resume(self) -> int:
+        """Send again; each subscription that fell due meanwhile gets its current values.
+        Returns how many were sent."""
+        if not self._suspended:
+            return 0
+        self._suspended = False
+        resent = 0
+        for sub in list(self._by_key.values()):
+            if not sub.held:
+                continue
+            sub.held = False
+            obj = self._lookup(sub.object_id)
+            if obj is not None:
+                self._notify(sub, obj)
+                resent += 1
+        if resent:
+            log.info("BACnet COV: communication enabled; %d held notifications sent", resent)
+        return resent
+
     # -- notifying ------------------------------------------------------------------------------
 
     def _notify(self, sub: Subscription, obj: PointObject) -> None:
+        if self._suspended:
+            sub.held = True  # last_value stays what the subscriber really knows
+            return
         if sub.confirmed and self._in_flight.get(sub.address, 0) >= CONFIRMED_IN_FLIGHT:
             if not sub.pending:
                 sub.pending = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -16,6 +17,8 @@ from bacpypes3.basetypes import (
     HostNPort,
     IPMode,
     ObjectTypesSupported,
+    PropertyIdentifier,
+    RestartReason,
     Segmentation,
     ServicesSupported,
 )
@@ -41,6 +44,9 @@ SERVICES_EXECUTED = (
     "writeProperty",
     "subscribeCOV",
     "subscribeCOVProperty",
+    "acknowledgeAlarm",
+    "getEventInformation",
+    "getAlarmSummary",
     "deviceCommunicationControl",
     "reinitializeDevice",
     "timeSynchronization",
@@ -50,6 +56,22 @@ SERVICES_EXECUTED = (
 )
 
 _ArrayOfObjectIdentifier = ArrayOf(ObjectIdentifier)
+_ArrayOfPropertyIdentifier = ArrayOf(PropertyIdentifier)
+# Every object has these; Property_List leaves them out (ASHRAE 135 clause 12.1.1.4.1).
+IDENTITY_PROPERTIES = frozenset({"objectIdentifier", "objectName", "objectType", "propertyList"})
+
+
+def property_list(obj: Any) -> Any:
+    """Property_List of a stock bacpypes3 object: what it holds, less the identity four (the
+    stock getter lists every element with a value, those four included)."""
+    names = [
+        name
+        for name in obj._elements
+        if name not in IDENTITY_PROPERTIES and inspect.getattr_static(obj, name, None) is not None
+    ]
+    return _ArrayOfPropertyIdentifier([PropertyIdentifier(n) for n in names])
+
+
 _ListOfCOVSubscription = ListOf(COVSubscription)
 
 
@@ -75,6 +97,14 @@ class GatewayDevice(DeviceObject):  # type: ignore[misc]  # bacpypes3 has no typ
     _object_list: Any = None
     _active_cov: Callable[[], list[Any]] | None = None
     _types: Sequence[str] = ()
+
+    @property
+    def propertyList(self) -> Any:  # noqa: N802  (BACnet's name)
+        return property_list(self)
+
+    @propertyList.setter
+    def propertyList(self, value: Any) -> None:  # noqa: N802
+        """Ignored: computed."""
 
     @property
     def objectList(self) -> Any:  # noqa: N802  (BACnet's name)
@@ -142,6 +172,7 @@ def build_device(
     database_revision: int,
     object_types: Sequence[str],
     active_cov: Callable[[], list[Any]],
+    last_restart_reason: str = "unknown",
 ) -> GatewayDevice:
     device = GatewayDevice(
         objectIdentifier=("device", instance),
@@ -164,10 +195,23 @@ def build_device(
         numberOfApduRetries=3,
         databaseRevision=database_revision,
         deviceAddressBinding=[],
+        lastRestartReason=RestartReason(last_restart_reason),
     )
     device._active_cov = active_cov
     device._types = tuple(object_types)
     return device
+
+
+class GatewayNetworkPort(NetworkPortObject):  # type: ignore[misc]  # untyped
+    """The stock BACnet/IP Network Port with a conforming Property_List."""
+
+    @property
+    def propertyList(self) -> Any:  # noqa: N802  (BACnet's name)
+        return property_list(self)
+
+    @propertyList.setter
+    def propertyList(self, value: Any) -> None:  # noqa: N802
+        """Ignored: computed."""
 
 
 def build_network_port(
@@ -185,8 +229,12 @@ def build_network_port(
             "fdBBMDAddress": HostNPort(f"{host}:{port}"),
             "fdSubscriptionLifetime": ttl,
         }
-    return NetworkPortObject(
-        address, objectIdentifier=("network-port", 1), objectName=name, **extra
+    return GatewayNetworkPort(
+        address,
+        objectIdentifier=("network-port", 1),
+        objectName=name,
+        apduLength=MAX_APDU,  # required for BACnet/IP ports (clause 12.56.9)
+        **extra,
     )
 
 

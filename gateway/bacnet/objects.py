@@ -26,7 +26,6 @@ from bacpypes3.basetypes import (
     BinaryPV,
     DateTime,
     EngineeringUnits,
-    EventState,
     OptionalUnsigned,
     Polarity,
     PriorityArray,
@@ -47,6 +46,13 @@ from bacpypes3.primitivedata import (
     Unsigned,
 )
 
+from gateway.bacnet.eventstate import (
+    EVENT_PROPERTIES,
+    EVENT_READERS,
+    LIMIT_EVENT_PROPERTIES,
+    event_state,
+    in_alarm,
+)
 from objects.catalog import ObjectType, Source
 from objects.pointmap import ResolvedPoint
 
@@ -57,6 +63,7 @@ LINK_HEALTH_KEYS = frozenset({"online", "status", "seconds_since_report", "last_
 _IDENTITY = ("objectIdentifier", "objectName", "objectType", "propertyList")
 _STATUS = ("statusFlags", "eventState", "outOfService")
 _COMMAND = ("priorityArray", "relinquishDefault", "currentCommandPriority")
+_TEXTS = ("activeText", "inactiveText")
 _ArrayOfPropertyIdentifier = ArrayOf(PropertyIdentifier)
 
 
@@ -71,6 +78,7 @@ class Profile:
     analog: bool = False
     binary: bool = False
     commandable: bool = False
+    unsigned: bool = False  # analog, but the present value is an Unsigned (exact integers)
     cov: bool = True  # the EDE export says which types support COV; this must agree
 
 
@@ -93,21 +101,21 @@ PROFILES: dict[ObjectType, Profile] = {
         "binary-input",
         stock.BinaryInputObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS, "polarity"),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
     ),
     ObjectType.BINARY_VALUE: Profile(
         "binary-value",
         stock.BinaryValueObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
     ),
     ObjectType.BINARY_OUTPUT: Profile(
         "binary-output",
         stock.BinaryOutputObject._elements,
         (*_IDENTITY, "presentValue", *_STATUS, "polarity", *_COMMAND),
-        ("description", "reliability"),
+        ("description", "reliability", *_TEXTS),
         binary=True,
         commandable=True,
     ),
@@ -117,6 +125,14 @@ PROFILES: dict[ObjectType, Profile] = {
         (*_IDENTITY, "presentValue", *_STATUS),
         ("description", "reliability"),
         cov=False,
+    ),
+    ObjectType.POSITIVE_INTEGER_VALUE: Profile(
+        "positive-integer-value",
+        stock.PositiveIntegerValueObject._elements,
+        (*_IDENTITY, "presentValue", *_STATUS, "units"),
+        ("description", "reliability", "covIncrement"),
+        analog=True,
+        unsigned=True,
     ),
 }
 
@@ -133,6 +149,7 @@ class PointObject:
     """One served object: its identity comes from the catalog, its value from the state."""
 
     __slots__ = (
+        "events",
         "has_value",
         "identifier",
         "link_down",
@@ -151,6 +168,7 @@ class PointObject:
         self.value: float = 0.0
         self.has_value = False
         self.link_down = False
+        self.events: Any = None  # an EventRecord for objects with intrinsic reporting
         # Commandable objects keep the 16 command slots; None is a relinquished slot.
         self.priorities: list[float | None] | None = (
             [None] * PRIORITY_LEVELS if self.profile.commandable else None
@@ -243,6 +261,8 @@ def attr_is_array(datatype: Any) -> bool:
 def present_value(obj: PointObject, number: float | None = None) -> Any:
     """Encode a present value (or `number`) in the object's datatype."""
     v = obj.present() if number is None else number
+    if obj.profile.unsigned:
+        return Unsigned(min(max(int(v), 0), _UNSIGNED32_MAX))
     if obj.profile.analog:
         return Real(float(v))
     if obj.profile.binary:
@@ -250,9 +270,18 @@ def present_value(obj: PointObject, number: float | None = None) -> Any:
     return unix_to_datetime(v if obj.has_value or number is not None else None)
 
 
+_UNSIGNED32_MAX = (1 << 32) - 1
+
+
+def _cov_increment(obj: PointObject) -> Any:
+    if obj.profile.unsigned:
+        return Unsigned(round(obj.cov_increment))
+    return Real(obj.cov_increment)
+
+
 def status_flags(obj: PointObject) -> Any:
     # in-alarm, fault, overridden, out-of-service
-    return StatusFlags([0, 1 if obj.fault else 0, 0, 0])
+    return StatusFlags([1 if in_alarm(obj) else 0, 1 if obj.fault else 0, 0, 0])
 
 
 def unix_to_datetime(seconds: float | None) -> Any:
@@ -299,17 +328,20 @@ _READERS: dict[str, Callable[[PointObject], Any]] = {
     "description": lambda o: CharacterString(o.point.description),
     "presentValue": present_value,
     "statusFlags": status_flags,
-    "eventState": lambda o: EventState("normal"),
+    "eventState": event_state,
     "outOfService": lambda o: Boolean(False),
     "reliability": lambda o: Reliability(o.reliability),
     "units": lambda o: EngineeringUnits(o.point.units.value),
-    "covIncrement": lambda o: Real(o.cov_increment),
+    "covIncrement": _cov_increment,
+    "activeText": lambda o: CharacterString(o.point.point.active_text),
+    "inactiveText": lambda o: CharacterString(o.point.point.inactive_text),
     "polarity": lambda o: Polarity("normal"),
     "minPresValue": lambda o: Real(o.point.point.minimum),
     "maxPresValue": lambda o: Real(o.point.point.maximum),
     "priorityArray": _priority_array,
     "relinquishDefault": lambda o: present_value(o, o.value),
     "currentCommandPriority": _current_command_priority,
+    **EVENT_READERS,
 }
 
 
@@ -321,6 +353,10 @@ def served_properties(point: ResolvedPoint) -> tuple[str, ...]:
         extra += ("minPresValue",)
     if profile.analog and point.point.maximum is not None:
         extra += ("maxPresValue",)
+    if profile.binary and point.point.alarm_events:
+        extra += EVENT_PROPERTIES
+    if profile.analog and point.high_limit is not None:
+        extra += LIMIT_EVENT_PROPERTIES
     return profile.required + profile.optional + extra
 
 

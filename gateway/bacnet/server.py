@@ -30,8 +30,11 @@ from gateway.bacnet.device import (
     database_revision,
     object_set_digest,
 )
+from gateway.bacnet.events import EventManager, reports_events
 from gateway.bacnet.foreign import SupervisedForeignLink
+from gateway.bacnet.notification import NotificationClass, build_notification_class
 from gateway.bacnet.objects import PROFILES, PointObject, build_objects
+from gateway.bacnet.restart import take_restart_reason
 from gateway.bacnet.writes import (
     ValidWrite,
     WriteAction,
@@ -49,6 +52,8 @@ from objects.pointmap import ResolvedPoint, decode_priority_array, priority_arra
 log = logging.getLogger("gateway.bacnet")
 
 COV_FILE = "bacnet_cov.json"
+EVENTS_FILE = "bacnet_events.json"
+WHO_IS_TIMEOUT_S = 3.0  # finding a notification recipient given by device instance
 BIND_TIMEOUT_S = 10.0
 
 
@@ -84,8 +89,11 @@ class BacnetServer:
         self._on_reinitialize = on_reinitialize
         self._objects: dict[Any, PointObject] = {}
         self._by_sensor: dict[str, dict[str, PointObject]] = {}
+        # Objects that show another point's value (catalog value_of): sensor -> state key.
+        self._mirrors: dict[str, dict[str, list[PointObject]]] = {}
         self._app: GatewayApplication | None = None
         self._cov: CovManager | None = None
+        self._events: EventManager | None = None
         self._link: Any = None
         self._network_port: Any = None
         self._running = False
@@ -140,22 +148,32 @@ class BacnetServer:
         _check_port_free(ip, cfg.port)
         objects = build_objects(self._points)
         port_name = f"{cfg.device_name} BACnet/IP port"
-        _check_unique(objects, reserved={cfg.device_name, port_name})
+        alarms_name = f"{cfg.device_name} Alarms"
+        reporting = any(reports_events(o) for o in objects)
+        _check_unique(objects, reserved={cfg.device_name, port_name, alarms_name})
         self._objects = {o.identifier: o for o in objects}
         for o in objects:
             self._by_sensor.setdefault(o.point.sensor_id, {})[o.point.key] = o
+            if o.point.point.value_of is not None:
+                mirrors = self._mirrors.setdefault(o.point.sensor_id, {})
+                mirrors.setdefault(o.point.point.value_of, []).append(o)
 
         identities = [("device", cfg.device_instance, cfg.device_name)]
         identities += [("network-port", 1, port_name)]
+        if reporting:
+            identities += [("notification-class", cfg.notification.instance, alarms_name)]
         identities += [(o.profile.bacnet_type, o.point.instance, o.name) for o in objects]
         self.database_revision = await asyncio.to_thread(
             database_revision, self._state_dir, object_set_digest(identities)
         )
 
+        restart_reason = await asyncio.to_thread(take_restart_reason, self._state_dir)
         address = IPv4Address(f"{cfg.address}:{cfg.port}")
         # Broadcasts go to (and are heard on) the configured address, not just the subnet's.
         address.addrBroadcastTuple = (cfg.broadcast, cfg.port)
         types = sorted({PROFILES[p.object_type].bacnet_type for p in self._points})
+        if reporting:
+            types.append("notification-class")
         device = build_device(
             instance=cfg.device_instance,
             name=cfg.device_name,
@@ -167,6 +185,7 @@ class BacnetServer:
             database_revision=self.database_revision,
             object_types=[_camel(t) for t in types],
             active_cov=self._active_cov,
+            last_restart_reason=restart_reason,
         )
         bbmd = None if cfg.bbmd is None else (cfg.bbmd.address, cfg.bbmd.port, cfg.bbmd.ttl)
         self._network_port = build_network_port(address, name=port_name, bbmd=bbmd)
@@ -178,12 +197,30 @@ class BacnetServer:
             self._objects.get,
             self._state_dir / COV_FILE,
         )
+        extra_objects: list[Any] = []
+        if reporting:
+            routing = NotificationClass(cfg.notification)
+            self._events = EventManager(
+                app.request,
+                device.objectIdentifier,
+                routing,
+                self._state_dir / EVENTS_FILE,
+                resolve=self._find_device,
+            )
+            self._events.attach(objects)
+            await self._restore_events()
+            nc = build_notification_class(
+                routing, name=alarms_name, on_write=self._events.recipients_written
+            )
+            app.add_object(nc)
+            extra_objects.append(nc.objectIdentifier)
         app.serve(
             self._objects,
             self._cov,
             self._write,
             password=None if cfg.password is None else cfg.password.get_secret_value(),
             on_reinitialize=self._on_reinitialize,
+            events=self._events,
         )
         if cfg.allow_writes_from:
             app.access = AllowList(
@@ -202,6 +239,7 @@ class BacnetServer:
         self._app = app
         device.set_object_list(
             [device.objectIdentifier, self._network_port.objectIdentifier]
+            + extra_objects
             + [o.identifier for o in objects]
         )
 
@@ -212,6 +250,8 @@ class BacnetServer:
             self._subscribed = True
         await _bound(self._link)
         await self._restore_subscriptions()
+        if self._events is not None:
+            self._events.evaluate_all()  # what changed while the gateway was down
         unwritable = unwritable_points(self._objects_by_key(), self._actions)
         if unwritable:
             log.warning("BACnet: writable points without a command refuse writes: %s", unwritable)
@@ -225,7 +265,7 @@ class BacnetServer:
             cfg.device_name,
             ip,
             cfg.port,
-            len(objects) + 2,
+            len(objects) + 2 + len(extra_objects),
             self.database_revision,
             self.started_in,
         )
@@ -235,6 +275,8 @@ class BacnetServer:
         if self._cov is not None:
             await self._cov.flush()
             self._cov.close()
+        if self._events is not None:
+            await self._events.close()
         if self._app is not None:
             self._app.close()  # closes the link layers, and so the sockets
             self._app = None
@@ -257,6 +299,7 @@ class BacnetServer:
             for obj in objs.values():
                 obj.link_down = not online
             _load(objs, values)
+            _load_mirrors(self._mirrors.get(sensor_id, {}), values)
 
     def _on_change(self, change: Change) -> None:
         if not self._running:
@@ -275,6 +318,7 @@ class BacnetServer:
         cov = self._cov
         assert cov is not None
         touched = _load(objs, change.values)
+        touched += _load_mirrors(self._mirrors.get(change.sensor_id, {}), change.values)
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():
@@ -285,6 +329,8 @@ class BacnetServer:
                         touched.append(obj)
         for obj in touched:
             cov.changed(obj)
+            if self._events is not None and obj.events is not None:
+                self._events.changed(obj)
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -328,6 +374,35 @@ class BacnetServer:
             self._app.i_am()  # make ourselves known on the BBMD's network
         if self._on_fd_change is not None:
             self._on_fd_change(registered)
+
+    @property
+    def events(self) -> EventManager | None:
+        """Intrinsic reporting (None when no point reports events)."""
+        return self._events
+
+    async def _find_device(self, instance: int) -> Any:
+        """The address of a notification recipient given by device instance (Who-Is)."""
+        if self._app is None:
+            return None
+        i_ams = await self._app.who_is(instance, instance, timeout=WHO_IS_TIMEOUT_S)
+        return i_ams[0].pduSource if i_ams else None
+
+    async def _restore_events(self) -> None:
+        assert self._events is not None
+        path = self._state_dir / EVENTS_FILE
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error("BACnet events: cannot read %s: %s", path, exc)
+            return
+        try:
+            restored = self._events.restore(raw)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("BACnet events: %s is damaged (%s); event states start normal", path, exc)
+            return
+        log.info("BACnet events: restored the event state of %d objects", restored)
 
     async def _restore_subscriptions(self) -> None:
         assert self._cov is not None
@@ -373,6 +448,19 @@ def _load(objs: Mapping[str, PointObject], values: Mapping[str, float]) -> list[
         obj.value = float(value)
         obj.has_value = True
         touched.append(obj)
+    return touched
+
+
+def _load_mirrors(
+    mirrors: Mapping[str, list[PointObject]], values: Mapping[str, float]
+) -> list[PointObject]:
+    """Store values in the objects that show another point's value."""
+    touched: list[PointObject] = []
+    for key, value in values.items():
+        for obj in mirrors.get(key, ()):
+            obj.value = float(value)
+            obj.has_value = True
+            touched.append(obj)
     return touched
 
 

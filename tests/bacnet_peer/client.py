@@ -19,9 +19,12 @@ import time
 from typing import Any
 
 from bacpypes3.apdu import (
+    AcknowledgeAlarmRequest,
     DeviceCommunicationControlRequest,
     Error,
     ErrorRejectAbortNack,
+    GetAlarmSummaryRequest,
+    GetEventInformationRequest,
     ReadPropertyMultipleRequest,
     ReadPropertyRequest,
     ReinitializeDeviceRequest,
@@ -87,6 +90,14 @@ def to_json(v: Any) -> Any:
     return str(v)
 
 
+def stamp_json(stamp: Any) -> Any:
+    """A BACnetTimeStamp as [date tuple, time tuple] (date-time), or its text otherwise."""
+    dt = getattr(stamp, "dateTime", None)
+    if dt is None:
+        return str(stamp)
+    return [list(dt.date), list(dt.time)]
+
+
 def describe_error(response: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": type(response).__name__}
     for attr in ("errorClass", "errorCode", "apduAbortRejectReason"):
@@ -120,6 +131,44 @@ class ClientApp(Application):  # type: ignore[misc]  # bacpypes3 has no type hin
     async def do_UnconfirmedCOVNotificationRequest(self, apdu: Any) -> None:
         self._report(apdu, confirmed=False)
 
+    async def do_ConfirmedEventNotificationRequest(self, apdu: Any) -> None:
+        self._report_event(apdu, confirmed=True)
+        if self.ack_confirmed:
+            await self.response(SimpleAckPDU(context=apdu))
+
+    async def do_UnconfirmedEventNotificationRequest(self, apdu: Any) -> None:
+        self._report_event(apdu, confirmed=False)
+
+    def _report_event(self, apdu: Any, *, confirmed: bool) -> None:
+        values = apdu.eventValues
+        change = getattr(values, "changeOfState", None) if values is not None else None
+        out_of_range = getattr(values, "outOfRange", None) if values is not None else None
+        params = change if change is not None else out_of_range
+        emit(
+            {
+                "event": "notification",
+                "confirmed": confirmed,
+                "source": str(apdu.pduSource),
+                "process": apdu.processIdentifier,
+                "device": to_json(apdu.initiatingDeviceIdentifier),
+                "object": to_json(apdu.eventObjectIdentifier),
+                "stamp": stamp_json(apdu.timeStamp),
+                "notification_class": apdu.notificationClass,
+                "priority": apdu.priority,
+                "event_type": str(apdu.eventType),
+                "message": None if apdu.messageText is None else str(apdu.messageText),
+                "notify_type": str(apdu.notifyType),
+                "ack_required": apdu.ackRequired,
+                "from": None if apdu.fromState is None else str(apdu.fromState),
+                "to": str(apdu.toState),
+                "new_state": None if change is None else str(change.newState.binaryValue),
+                "status_flags": None if params is None else to_json(params.statusFlags),
+                "exceeding": None if out_of_range is None else out_of_range.exceedingValue,
+                "limit": None if out_of_range is None else out_of_range.exceededLimit,
+                "deadband": None if out_of_range is None else out_of_range.deadband,
+            }
+        )
+
     def _report(self, apdu: Any, *, confirmed: bool) -> None:
         received = time.monotonic()
         values = {}
@@ -147,7 +196,7 @@ def _decode_any(name: str, value: Any) -> Any:
     choices: dict[str, Any] = {"statusFlags": StatusFlags, "reliability": Reliability}
     if name in choices:
         return value.cast_out(choices[name])
-    for datatype in (Real, BinaryPV, DateTime):
+    for datatype in (Real, BinaryPV, DateTime, Unsigned):
         try:
             return value.cast_out(datatype)
         except Exception:
@@ -405,6 +454,112 @@ class Peer:
                     break
                 replies.append(data.hex())
             return replies
+
+    async def ackalarm(
+        self,
+        *,
+        address: str,
+        object: str,
+        state: str,
+        stamp: list[list[int]],
+        source: str = "test peer",
+        process: int = 1,
+    ) -> Any:
+        from bacpypes3.basetypes import EventState, TimeStamp
+
+        now = time.localtime()
+        req = AcknowledgeAlarmRequest(
+            acknowledgingProcessIdentifier=process,
+            eventObjectIdentifier=self.oid(object),
+            eventStateAcknowledged=EventState(state),
+            timeStamp=TimeStamp(
+                dateTime=DateTime(date=Date(tuple(stamp[0])), time=Time(tuple(stamp[1])))
+            ),
+            acknowledgmentSource=CharacterString(source),
+            timeOfAcknowledgment=TimeStamp(
+                dateTime=DateTime(
+                    date=Date((now.tm_year - 1900, now.tm_mon, now.tm_mday, now.tm_wday + 1)),
+                    time=Time((now.tm_hour, now.tm_min, now.tm_sec, 0)),
+                )
+            ),
+            destination=Address(address),
+        )
+        await self.request(req)
+        return "ack"
+
+    async def eventinfo(self, *, address: str, after: str | None = None) -> Any:
+        req = GetEventInformationRequest(destination=Address(address))
+        if after is not None:
+            req.lastReceivedObjectIdentifier = self.oid(after)
+        ack = await self.request(req)
+        return {
+            "more": bool(ack.moreEvents),
+            "events": [
+                {
+                    "object": to_json(e.objectIdentifier),
+                    "state": str(e.eventState),
+                    "acked": to_json(e.acknowledgedTransitions),
+                    "stamps": [stamp_json(t) for t in e.eventTimeStamps],
+                    "notify_type": str(e.notifyType),
+                    "enable": to_json(e.eventEnable),
+                    "priorities": list(e.eventPriorities),
+                }
+                for e in ack.listOfEventSummaries
+            ],
+        }
+
+    async def alarmsummary(self, *, address: str) -> Any:
+        ack = await self.request(GetAlarmSummaryRequest(destination=Address(address)))
+        return [
+            {
+                "object": to_json(a.objectIdentifier),
+                "state": str(a.alarmState),
+                "acked": to_json(a.acknowledgedTransitions),
+            }
+            for a in ack.listOfAlarmSummaries
+        ]
+
+    async def write_recipients(
+        self, *, address: str, object: str, recipients: list[dict[str, Any]]
+    ) -> Any:
+        """Write a Notification Class's Recipient_List: entries with "address" (host:port)
+        or "device", "process" and "confirmed"."""
+        from bacpypes3.basetypes import (
+            DaysOfWeek,
+            Destination,
+            DeviceAddress,
+            EventTransitionBits,
+            Recipient,
+        )
+        from bacpypes3.constructeddata import ListOf
+        from bacpypes3.primitivedata import OctetString
+
+        entries = []
+        for r in recipients:
+            if "device" in r:
+                who = Recipient(device=ObjectIdentifier(("device", r["device"])))
+            else:
+                mac = Address(r["address"]).addrAddr
+                who = Recipient(address=DeviceAddress(networkNumber=0, macAddress=OctetString(mac)))
+            entries.append(
+                Destination(
+                    validDays=DaysOfWeek([1] * 7),
+                    fromTime=Time((0, 0, 0, 0)),
+                    toTime=Time((23, 59, 59, 99)),
+                    recipient=who,
+                    processIdentifier=r.get("process", 0),
+                    issueConfirmedNotifications=r.get("confirmed", True),
+                    transitions=EventTransitionBits([1, 1, 1]),
+                )
+            )
+        req = WritePropertyRequest(
+            objectIdentifier=self.oid(object),
+            propertyIdentifier=PropertyIdentifier("recipientList"),
+            propertyValue=AnyValue(ListOf(Destination)(entries)),
+            destination=Address(address),
+        )
+        await self.request(req)
+        return "ack"
 
     async def set_ack(self, *, enabled: bool) -> Any:
         ClientApp.ack_confirmed = enabled

@@ -14,7 +14,7 @@ from gateway.bacnet import BacnetServer
 from gateway.settings import BacnetSection
 from gateway.state import GatewayState, Report
 from objects.catalog import Model
-from objects.pointmap import ResolvedPoint, SensorSpec, resolve
+from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, resolve
 
 DEVICE_INSTANCE = 121000
 STALE_AFTER_S = 30.0
@@ -47,6 +47,7 @@ class Rig:
         state_dir: Path,
         *,
         sensors: tuple[SensorSpec, ...] = SENSORS,
+        rules: tuple[RuleSpec, ...] = (),
         port: int | None = None,
         **bacnet: Any,
     ) -> None:
@@ -58,7 +59,7 @@ class Rig:
         self.state = GatewayState(
             [(s, STALE_AFTER_S, 10.0) for s in sensors], clock=lambda: self.now
         )
-        self.points: list[ResolvedPoint] = resolve(list(sensors))
+        self.points: list[ResolvedPoint] = resolve(list(sensors), rules=rules)
         self.commands = FakeCommands()
         self.fd_changes: asyncio.Queue[bool] = asyncio.Queue()
         self.server = self._server()
@@ -105,6 +106,10 @@ class Rig:
         """Move the clock and let the state re-evaluate freshness (as the daemon's tick does)."""
         self.now += seconds
         self.state.tick()
+
+    def publish(self, values: Mapping[str, Any]) -> None:
+        """Gateway-level values (the alarm rules' points), as the relay service publishes."""
+        self.state.publish_gateway(dict(values))
 
     def object_id(self, sensor_id: str, key: str) -> str:
         for p in self.points:
