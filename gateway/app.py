@@ -27,6 +27,7 @@ from gateway.settings import Settings
 from gateway.simulator_source import SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
+from gateway.web import WebUi
 
 log = logging.getLogger("gateway")
 
@@ -51,7 +52,10 @@ class Gateway:
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)
-        self.ingest = Ingest(settings.sensors, self.state, count=self._count)
+        self.web = WebUi(self)  # the commissioning page: sees every message ingested
+        self.ingest = Ingest(
+            settings.sensors, self.state, count=self._count, observe=self.web.messages.observe
+        )
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
@@ -100,6 +104,7 @@ class Gateway:
         restored = self.store.load_into(self.state)
         self.store.journal.open()
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
+        self.state.subscribe(self.web.observe_state)
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
@@ -169,8 +174,11 @@ class Gateway:
                 healthy=self._healthy,
                 reset=self.reset_counts,
                 status=self.status_document,
+                routes=self.web.install,
             )
             await self.http.start()
+            log.info("commissioning page: %s", self.http.url)
+            self.web.warn_if_exposed()
         if cfg.mqtt.enabled:
             self.mqtt = MqttSource(cfg.mqtt, on_connected=self._mqtt_connected)
             await self.mqtt.start()
@@ -199,6 +207,7 @@ class Gateway:
                 await task
         # Whatever was applied but not yet written goes to disk before we exit.
         await self.committer.close()
+        self.web.close()
         log.info("vs121-gateway stopped; state saved")
 
     # -- sources ----------------------------------------------------------------------------

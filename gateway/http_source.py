@@ -46,6 +46,7 @@ class HttpServer:
         healthy: Callable[[], bool],
         reset: ResetFn | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        routes: Callable[[web.Application], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -53,9 +54,11 @@ class HttpServer:
         self._healthy = healthy
         self._reset = reset
         self._status = status
+        self._routes = routes  # more pages on this server (the commissioning page)
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
         self.port: int | None = None
+        self.url: str | None = None
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._cfg.max_body_bytes)
@@ -66,6 +69,8 @@ class HttpServer:
             app.router.add_get("/api/sensors", self._sensors)
         if self._reset is not None:
             app.router.add_post("/api/sensors/{sensor}/reset", self._reset_counts)
+        if self._routes is not None:
+            self._routes(app)
         return app
 
     async def start(self) -> None:
@@ -80,6 +85,7 @@ class HttpServer:
         bound = self._runner.addresses
         self.port = int(bound[0][1]) if bound else self._cfg.port
         scheme = "https" if context else "http"
+        self.url = f"{scheme}://{self._cfg.host}:{self.port}/"
         log.info("HTTP listening on %s://%s:%s", scheme, self._cfg.host, self.port)
 
     async def stop(self) -> None:

@@ -6,10 +6,14 @@ import csv
 import io
 from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from gateway.modbus.layout import readable_blocks
 from objects.catalog import ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 # BACnet enumerations used by the EDE file (ASHRAE 135, BACnetObjectType / BACnetEngineeringUnits).
 OBJECT_TYPE_CODES: dict[ObjectType, int] = {
@@ -268,3 +272,30 @@ def render_modbus_markdown(points: Sequence[ResolvedPoint], word_order: str) -> 
         *_markdown_table(modbus_rows(points, word_order)),
     ]
     return "\n".join(lines) + "\n"
+
+
+FORMATS = ("table", "csv", "ede", "modbus", "modbus-csv")
+
+
+def points_text(settings: Settings, fmt: str) -> str:
+    """The point list of a configuration in one of `FORMATS`: what `vs121-gateway points`
+    prints and the commissioning page offers for download."""
+    points = settings.points()
+    order = settings.modbus.word_order
+    if fmt == "table":
+        return render_table(points)
+    if fmt == "csv":
+        return render_csv(points)
+    if fmt == "ede":
+        return render_ede(
+            points,
+            device_instance=settings.bacnet.device_instance,
+            device_name=settings.bacnet.device_name,
+            device_description=settings.bacnet.description,
+            project=settings.gateway.name,
+        )
+    if fmt == "modbus":
+        return render_modbus_markdown(points, order)
+    if fmt == "modbus-csv":
+        return render_modbus_csv(points, order)
+    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
