@@ -246,11 +246,16 @@ class WebUi:
             "total": len(sensors),
         }
 
+    def _people(self) -> float:
+        return sum(
+            s.values.get("people_count_all", 0) for s in self._gw.state.sensors.values() if s.online
+        )
+
     # -- pages ------------------------------------------------------------------------------
 
     async def sensors_page(self, request: web.Request) -> web.Response:
         rows = views.sensor_rows(self._gw)
-        people = sum(r.people or 0 for r in rows if r.state == "online")
+        people = self._people()
         return self._page(
             request, "sensors.html", "sensors", "Sensors", rows=rows, people=people, live="sensors"
         )
@@ -372,6 +377,9 @@ class WebUi:
             ids = None if dirty.full else sorted(dirty.sensors)
             for row in views.sensor_rows(self._gw, ids):
                 replace[f"sensor-{row.id}"] = self._fragment("_sensor_row.html", row=row)
+            replace["sensors-lead"] = self._fragment(
+                "_sensors_lead.html", summary=self._summary(), people=self._people()
+            )
         elif page == "sensor" and sid in self._gw.state.sensors:
             if dirty.full or sid in dirty.sensors:
                 row = views.sensor_rows(self._gw, [sid])[0]
