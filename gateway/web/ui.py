@@ -56,6 +56,7 @@ DOWNLOADS = {
 }
 NOTES_KEPT = 64
 CHART_EVERY_S = 10.0
+POINTS_PER_PAGE = 500
 
 
 def is_loopback(address: str | None) -> bool:
@@ -96,6 +97,7 @@ class WebUi:
         self._notes: OrderedDict[str, str] = OrderedDict()
         self._chart_at: dict[str, float] = {}
         self._points = gw.settings.points()
+        self._owners = list(dict.fromkeys(p.sensor_id or p.rule or "gateway" for p in self._points))
         self._env = jinja2.Environment(
             loader=jinja2.PackageLoader("gateway.web", "templates"),
             autoescape=True,
@@ -284,28 +286,44 @@ class WebUi:
         return views.point_rows(self._gw, [p for p in self._points if p.sensor_id == sid])
 
     async def points_page(self, request: web.Request) -> web.Response:
-        rows = views.point_rows(self._gw, self._points)
         q = request.query.get("q", "").strip().lower()
         sensor = request.query.get("sensor", "")
         kind = request.query.get("type", "")
         writable = request.query.get("writable", "")
-        shown = [
-            r
-            for r in rows
-            if (not q or q in r.search_text)
-            and (not sensor or r.sensor == sensor)
-            and (not kind or r.object_type == kind)
-            and (not writable or r.writable == (writable == "yes"))
+        # Filter on the point map first: only the rows shown are given values (a site with
+        # hundreds of sensors has tens of thousands of points).
+        chosen = [
+            p
+            for p in self._points
+            if (not sensor or (p.sensor_id or p.rule or "gateway") == sensor)
+            and (not kind or p.object_type.value == kind)
+            and (not writable or p.writable == (writable == "yes"))
         ]
+        if q:
+            chosen = [p for p in chosen if q in views.search_text(p)]
+        try:
+            page = max(1, int(request.query.get("page", "1")))
+        except ValueError:
+            page = 1
+        pages = max(1, math.ceil(len(chosen) / POINTS_PER_PAGE))
+        page = min(page, pages)
+        first = (page - 1) * POINTS_PER_PAGE
+        shown = views.point_rows(self._gw, chosen[first : first + POINTS_PER_PAGE])
+        query = {k: v for k, v in request.query.items() if k != "page" and v}
         return self._page(
             request,
             "points.html",
             "points",
             "Points",
             rows=shown,
-            total=len(rows),
-            owners=sorted({r.sensor for r in rows}),
-            types=sorted({r.object_type for r in rows}),
+            matched=len(chosen),
+            first=first,
+            page=page,
+            pages=pages,
+            query=query,
+            total=len(self._points),
+            owners=self._owners,
+            types=sorted({p.object_type.value for p in self._points}),
             q=request.query.get("q", ""),
             sensor=sensor,
             kind=kind,

@@ -99,6 +99,14 @@ class PointRow:
         return f"{self.sensor} {self.key} {self.name} {self.bacnet} {self.modbus}".lower()
 
 
+def search_text(p: ResolvedPoint) -> str:
+    """What the points search matches, as `PointRow.search_text` (without building the row)."""
+    owner = p.sensor_id or p.rule or "gateway"
+    return (
+        f"{owner} {p.key} {p.name} {abbrev(p.object_type)} {p.instance} {_modbus_text(p)}".lower()
+    )
+
+
 def _modbus_text(p: ResolvedPoint) -> str:
     if p.modbus_address is None:
         return ""

@@ -96,7 +96,7 @@
     var q = document.getElementById("q"), fs = document.getElementById("f-sensor"),
         ft = document.getElementById("f-type"), fw = document.getElementById("f-writable"),
         count = document.getElementById("points-count");
-    var rows = table.tBodies[0].rows, total = count.textContent.split(" of ")[1];
+    var rows = table.tBodies[0].rows, original = count.textContent;
     var filter = function () {
       var text = q.value.trim().toLowerCase(), shown = 0;
       for (var i = 0; i < rows.length; i++) {
@@ -107,7 +107,10 @@
           (!fw.value || r.getAttribute("data-writable") === fw.value);
         r.hidden = !ok; if (ok) shown++;
       }
-      count.textContent = shown + " of " + total;
+      var all = !text && !fs.value && !ft.value && !fw.value;
+      var paged = parseInt(count.getAttribute("data-pages"), 10) > 1;
+      count.textContent = all ? original : shown + " of the " + rows.length + " points on this page match" +
+        (paged ? " (press Filter to search every page)" : "");
     };
     [q, fs, ft, fw].forEach(function (el) { el.addEventListener("input", filter); });
   }
