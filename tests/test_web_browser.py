@@ -251,6 +251,8 @@ def test_sensor_turns_stale(site: Site, uplinks: Uplinks, browser: WebDriver) ->
     hall = browser.find_element(By.ID, "sensor-hall").value_of_css_property("background-color")
     assert background != hall  # visibly different
     screenshot(browser, "sensors-stale")
+    browser.set_window_size(1280, 560)
+    screenshot(browser, "readme-sensors", full_page=False)  # the picture in the README
 
 
 def test_refused_message_shows_with_its_reason(

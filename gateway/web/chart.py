@@ -17,7 +17,7 @@ LEFT = 44
 RIGHT = 12
 TOP = 18
 SPLIT = 118  # bottom of the count panel
-BARS_TOP = 138
+BARS_TOP = 142
 BOTTOM = 196
 BUCKETS = 36
 MIN_SPAN_S = 600.0
@@ -31,7 +31,9 @@ def _nice_max(v: float) -> float:
 
 
 def _span_text(span: float) -> str:
-    return f"{span / 60:g} minutes" if span < 3600 else f"{span / 3600:g} hours"
+    if span < 60:
+        return f"{span:.0f} s"
+    return f"{span / 60:.3g} minutes" if span < 3600 else f"{span / 3600:.3g} hours"
 
 
 def _label(x: float, y: float, text: str, anchor: str) -> str:
@@ -106,6 +108,10 @@ def render(
         f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{BOTTOM}" y2="{BOTTOM}"/>'
     )
     parts.append(_label(LEFT - 6, BARS_TOP + 4, f"{flow_peak:g}", "end"))
+    parts.append(
+        f'<text class="legend" x="{WIDTH - RIGHT}" y="{BARS_TOP - 4}" text-anchor="end">'
+        f"in and out per {_span_text(bucket_w)}</text>"
+    )
     for i in range(7):
         t = start + span * i / 6
         anchor = "start" if i == 0 else ("end" if i == 6 else "middle")

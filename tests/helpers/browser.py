@@ -108,6 +108,10 @@ def wait_for(
 def screenshot(driver: WebDriver, name: str, *, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
+    # The highlight of a row just updated fades within a second; the picture shows the steady page.
+    driver.execute_script(
+        "document.querySelectorAll('.flash').forEach(e => e.classList.remove('flash'));"
+    )
     if full_page:
         driver.set_window_size(driver.get_window_size()["width"], 900)
         height = driver.execute_script("return document.documentElement.scrollHeight")
