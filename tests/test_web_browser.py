@@ -413,3 +413,33 @@ def test_zoom_200_percent_stays_readable(site: Site) -> None:
         )
         assert overflow <= 1
         screenshot(driver, "sensors-zoom200", full_page=False)
+
+
+def test_controls_are_labelled_and_keyboard_reachable(site: Site, browser: WebDriver) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    for path in ("/alarms", "/points", "/sensors/hall"):
+        browser.get(site.url(path))
+        unlabelled = browser.execute_script(
+            """
+            return Array.from(document.querySelectorAll('input:not([type=hidden]), select'))
+              .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+              .map(e => e.outerHTML);
+            """
+        )
+        assert unlabelled == [], path
+        nameless = browser.execute_script(
+            "return Array.from(document.querySelectorAll('button'))"
+            ".filter(b => !b.textContent.trim()).length"
+        )
+        assert nameless == 0, path
+    # The first Tab reaches the skip link, the next ones the navigation.
+    browser.get(site.url("/alarms"))
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+    focused = []
+    for _ in range(6):
+        browser.switch_to.active_element.send_keys(Keys.TAB)
+        focused.append(browser.switch_to.active_element.text)
+    assert {"Sensors", "Points", "Alarms", "Gateway"} <= set(focused)

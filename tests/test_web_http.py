@@ -189,6 +189,8 @@ def test_no_action_without_configured_credentials(open_gateway: Daemon) -> None:
     assert "http.username" in text
     assert _request(d, "/alarms/crowd/threshold")[0] == 405  # never on GET
     assert "action refused" in d.log_text()
+    _, page, _ = _request(d, "/gateway")  # the same line, in the page's fault log
+    assert "action refused: no http.username/password configured" in page
 
 
 def test_action_rules(guarded_gateway: Daemon) -> None:
