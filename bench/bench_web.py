@@ -6,7 +6,9 @@ built-in simulator stepping every second: each sensor reports once a second) and
 - GET time of each page (median and max of several), next to GET /healthz (the HTTP floor of the
   same server, measured interleaved);
 - the gateway's CPU use (from /proc) with no page open and with live pages open, in alternating
-  windows, and the difference: the cost of the live stream.
+  windows, and the difference: the cost of the live stream;
+- what keeping each message for the page's message list adds to ingesting it (in this process,
+  with and without the observer, interleaved).
 
     .venv/bin/python bench/bench_web.py [--window 15] [--clients 1]
 """
@@ -14,6 +16,7 @@ built-in simulator stepping every second: each sensor reports once a second) and
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -26,6 +29,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers.daemon import Daemon, new_http_port
+
+from gateway.ingest import Ingest
+from gateway.settings import load_settings
+from gateway.sim_publish import uplink_body, uplink_topic
+from gateway.state import GatewayState
+from gateway.web.records import MessageLog
 
 SENSORS = 200
 PAGE_BUDGET_S = 1.0
@@ -80,6 +89,45 @@ class Viewer(threading.Thread):
                     return
                 self.bytes += len(line)
                 self.events += line.startswith(b"data: ")
+
+
+def ingest_overhead(tmp: Path, messages: int = 20000, rounds: int = 5) -> None:
+    logging.getLogger("gateway").setLevel(logging.ERROR)  # the bench's own faults are not news
+    path = tmp / "ingest.toml"
+    path.write_text(config(tmp / "ingest-state", 1))
+    settings = load_settings(path)
+    lorawan = [s for s in settings.sensors if s.model == "vs121"]
+    payload = bytes.fromhex("04c90308000506cd05")  # 3 people in regions 1 and 3
+    bodies = [
+        (
+            uplink_topic("chirpstack", s.dev_eui or ""),
+            uplink_body("chirpstack", s.dev_eui or "", n, payload, 1e9),
+        )
+        for n in range(messages // len(lorawan) + 1)
+        for s in lorawan
+    ][:messages]
+
+    def run(observed: bool) -> float:
+        state = GatewayState(
+            [(s.spec(), float(s.stale_seconds), float(s.report_interval)) for s in settings.sensors]
+        )
+        log = MessageLog()
+        ingest = Ingest(settings.sensors, state, observe=log.observe if observed else None)
+        started = time.perf_counter()
+        for topic, body in bodies:
+            ingest.uplink("bench", "chirpstack", topic, body)
+            state.journal.clear()
+        return (time.perf_counter() - started) / len(bodies)
+
+    plain, kept = [], []
+    for _ in range(rounds):
+        plain.append(run(False))
+        kept.append(run(True))
+    p, k = statistics.median(plain), statistics.median(kept)
+    print(
+        f"ingest per message: {p * 1e6:.1f} µs without the message list, {k * 1e6:.1f} µs with it "
+        f"(+{(k - p) * 1e6:.1f} µs, {k / p:.2f}x)"
+    )
 
 
 def main() -> None:
@@ -148,6 +196,7 @@ def main() -> None:
             )
         finally:
             daemon.stop()
+        ingest_overhead(Path(tmp))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.codec.result import DecodeResult
+from gateway.envelopes import Uplink
 from gateway.ingest import IngestResult, Result, Trace
 from gateway.state import Change, GatewayState
 
@@ -38,14 +40,17 @@ _TREND_KEYS = ("people_count_all", "gateway_total_in", "gateway_total_out")
 
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
+    """One message as received. The envelope and decoded views are built when a page shows them,
+    not on the ingest path."""
+
     seq: int
     at: float  # unix time it was taken in
     source: str
     topic: str | None
     raw: str
     raw_kind: str  # "json", "text" or "hex"
-    envelope: Mapping[str, object] | None
-    decoded: str | None
+    uplink: Uplink | None
+    decoded_result: DecodeResult | None
     outcome: str  # applied, partial, duplicate or error
     result: str  # the ingest result ("decode_error", ...)
     reason: str
@@ -53,6 +58,17 @@ class MessageRecord:
     @property
     def refused(self) -> bool:
         return self.outcome == "error"
+
+    @property
+    def envelope(self) -> dict[str, object] | None:
+        return _envelope(self.uplink)
+
+    @property
+    def decoded(self) -> str | None:
+        if self.decoded_result is None:
+            return None
+        text = json.dumps(self.decoded_result, default=str, ensure_ascii=False)
+        return _cut(text, DECODED_SHOWN)
 
 
 def _drop_snapshots(doc: Any) -> Any:
@@ -68,29 +84,41 @@ def _cut(text: str, limit: int) -> str:
 
 
 def raw_text(body: bytes) -> tuple[str, str]:
-    """The body as it may be shown: JSON re-serialised without images, text, or hex."""
+    """The body as it may be shown: as received (cut), or without images, or as hex."""
+    if b"snapshot" in body:
+        return _without_snapshot(body)
+    head = body[: RAW_SHOWN * 4]  # enough bytes for RAW_SHOWN characters
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 3:  # not just a character cut at the end
+            return _cut(body.hex(" "), RAW_SHOWN), "hex"
+        text = head[: exc.start].decode("utf-8")
+    shown = text[:RAW_SHOWN]
+    if not shown.isprintable() and not _printable_lines(shown):
         return _cut(body.hex(" "), RAW_SHOWN), "hex"
+    kind = "json" if text.lstrip()[:1] in ("{", "[") else "text"
+    text = shown + (f"… ({len(body)} bytes in all)" if len(body) > RAW_SHOWN else "")
+    return text, kind
+
+
+def _printable_lines(text: str) -> bool:
+    return text.replace("\n", " ").replace("\r", " ").replace("\t", " ").isprintable()
+
+
+def _without_snapshot(body: bytes) -> tuple[str, str]:
+    """A VS121-P report carries a camera image: it is cut out before anything is kept."""
     if len(body) <= PARSE_LIMIT:
         try:
-            doc = json.loads(text)
+            doc = json.loads(body)
         except ValueError:
             pass
         else:
             return _cut(json.dumps(_drop_snapshots(doc), ensure_ascii=False), RAW_SHOWN), "json"
-    if "snapshot" in text:
-        # Too large to parse (or not JSON) and it may carry the image: not kept at all.
-        return f"({len(body)} bytes, not shown: it may carry an image)", "text"
-    printable = text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text)
-    if printable:
-        return _cut(text, RAW_SHOWN), "text"
-    return _cut(body.hex(" "), RAW_SHOWN), "hex"
+    return f"({len(body)} bytes, not shown: it may carry an image)", "text"
 
 
-def _envelope(trace: Trace) -> dict[str, object] | None:
-    up = trace.envelope
+def _envelope(up: Uplink | None) -> dict[str, object] | None:
     if up is None:
         return None
     out: dict[str, object] = {}
@@ -116,11 +144,6 @@ class MessageLog:
     def observe(self, trace: Trace, result: IngestResult) -> None:
         self._seq += 1
         raw, kind = raw_text(trace.body)
-        decoded = None
-        if trace.decoded is not None:
-            decoded = _cut(
-                json.dumps(trace.decoded, default=str, ensure_ascii=False), DECODED_SHOWN
-            )
         record = MessageRecord(
             seq=self._seq,
             at=self._clock(),
@@ -128,8 +151,8 @@ class MessageLog:
             topic=trace.topic,
             raw=raw,
             raw_kind=kind,
-            envelope=_envelope(trace),
-            decoded=decoded,
+            uplink=trace.envelope,
+            decoded_result=trace.decoded,
             outcome=_OUTCOME.get(result.result, "error"),
             result=result.result.value,
             reason=result.reason,
