@@ -40,6 +40,7 @@ from gateway.settings import Settings
 from gateway.simulator_source import SIM_SOURCE, SimulatorSource
 from gateway.state import GatewayState
 from gateway.store import Committer, StateStore
+from gateway.web import WebUi
 
 log = logging.getLogger("gateway")
 
@@ -66,11 +67,13 @@ class Gateway:
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)
+        self.web = WebUi(self)  # the commissioning page: sees every message ingested
         self.ingest = Ingest(
             settings.sensors,
             self.state,
             count=self._count,
             lines_refused=lambda sensor: self.metrics.line_counts_refused.inc(sensor=sensor),
+            observe=self.web.messages.observe,
         )
         self.commands = CommandService(
             settings.sensors,
@@ -144,6 +147,7 @@ class Gateway:
         self._control_token = control_token.create(self.settings.gateway.state_dir)
         for warning in open_endpoints(self.settings, bacnet=False):  # BACnet warns itself
             log.warning("configuration: %s", warning)
+        self.state.subscribe(self.web.observe_state)
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
@@ -244,6 +248,7 @@ class Gateway:
                 healthy=self._healthy,
                 reset=self.reset_counts,
                 status=self.status_document,
+                routes=self.web.install,
                 control_token=self._control_token,
                 send=self.send_command,
                 commands=self.commands.records,
@@ -254,6 +259,8 @@ class Gateway:
                 self._fd_limit, cfg.http.max_connections, what="http.max_connections"
             )
             await self.http.start()
+            log.info("commissioning page: %s", self.http.url)
+            self.web.warn_if_exposed()
         if cfg.mqtt.enabled:
             self.mqtt = MqttSource(
                 cfg.mqtt, on_connected=self._mqtt_connected, metrics_hook=self._mqtt_event
@@ -296,6 +303,7 @@ class Gateway:
                 "will be delivered again",
                 self.committer.failing,
             )
+        self.web.close()
 
     def _reinitialize(self, state: str) -> None:
         """A BACnet warm or cold start (password checked): stop cleanly and exit with

@@ -22,13 +22,7 @@ from gateway.codec.vs121_downlink import command_from_json, encode_commands  # n
 from gateway.codec.vs121_uplink import decode_uplink  # noqa: E402
 from gateway.codec.vs121p import parse_report_bytes  # noqa: E402
 from gateway.errors import ConfigError, EncodeError  # noqa: E402
-from gateway.pointdocs import (  # noqa: E402
-    render_csv,
-    render_ede,
-    render_modbus_csv,
-    render_modbus_markdown,
-    render_table,
-)
+from gateway.pointdocs import points_text  # noqa: E402
 from gateway.settings import Settings, load_default, load_settings  # noqa: E402
 
 EXIT_OK = 0
@@ -227,29 +221,7 @@ def cmd_encode(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
-    settings = _load(args.config)
-    points = settings.points()
-    order = settings.modbus.word_order
-    fmt = args.format
-    if fmt == "table":
-        out.write(render_table(points))
-    elif fmt == "csv":
-        out.write(render_csv(points))
-    elif fmt == "ede":
-        out.write(
-            render_ede(
-                points,
-                device_instance=settings.bacnet.device_instance,
-                device_name=settings.bacnet.device_name,
-                device_description=settings.bacnet.description,
-                project=settings.gateway.name,
-                notification_class=settings.bacnet.notification.instance,
-            )
-        )
-    elif fmt == "modbus":
-        out.write(render_modbus_markdown(points, order, settings.modbus))
-    else:
-        out.write(render_modbus_csv(points, order, settings.modbus))
+    out.write(points_text(_load(args.config), args.format))
     return EXIT_OK
 
 

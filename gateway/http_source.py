@@ -59,6 +59,7 @@ class HttpServer:
         commands: Callable[[str | None], list[dict[str, Any]]] | None = None,
         on_refused: Callable[[], None] | None = None,
         problem: Callable[[], str | None] | None = None,
+        routes: Callable[[web.Application], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -68,6 +69,7 @@ class HttpServer:
         self._status = status
         self._send = send
         self._commands = commands
+        self._routes = routes  # more pages on this server (the commissioning page)
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
         self._control_token = control_token  # see gateway.control_token
@@ -76,6 +78,7 @@ class HttpServer:
         self._site: LimitedSite | None = None
         self._on_refused = on_refused or (lambda: None)
         self._problem = problem or (lambda: None)
+        self.url: str | None = None
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=self._cfg.max_body_bytes)
@@ -91,6 +94,8 @@ class HttpServer:
         if self._commands is not None:
             app.router.add_get("/api/commands", self._list_commands)
             app.router.add_get("/api/commands/{id}", self._get_command)
+        if self._routes is not None:
+            self._routes(app)
         return app
 
     async def start(self) -> None:
@@ -120,6 +125,7 @@ class HttpServer:
         bound = self._runner.addresses
         self.port = int(bound[0][1]) if bound else self._cfg.port
         scheme = "https" if context else "http"
+        self.url = f"{scheme}://{self._cfg.host}:{self.port}/"
         log.info("HTTP listening on %s://%s:%s", scheme, self._cfg.host, self.port)
 
     @property

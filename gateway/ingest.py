@@ -61,6 +61,21 @@ class IngestResult:
 Counter = Callable[[str, Result, str | None], None]
 
 
+@dataclass(slots=True)
+class Trace:
+    """One message as it came in and what was made of it (for an observer such as the
+    commissioning page's message list); filled in as the message goes through `Ingest`."""
+
+    source: str
+    body: bytes
+    topic: str | None = None
+    envelope: Uplink | None = None
+    decoded: DecodeResult | None = None
+
+
+Observer = Callable[[Trace, IngestResult], None]
+
+
 class _Quiet:
     """Logs the first occurrence of a fault per key, then one summary per window."""
 
@@ -90,9 +105,12 @@ class Ingest:
         *,
         count: Counter | None = None,
         lines_refused: Callable[[str], None] | None = None,
+        observe: Observer | None = None,
     ) -> None:
         self._state = state
         self._refused = lines_refused
+        self._observe = observe
+        self._trace: Trace | None = None
         self._by_eui = {s.dev_eui: s for s in sensors if s.dev_eui}
         self._by_serial = {s.serial: s for s in sensors if s.serial}
         self._count = count
@@ -116,6 +134,7 @@ class Ingest:
         raw_topic_pattern: str | None = None,
     ) -> IngestResult:
         now = time.time() if received_at is None else received_at
+        trace = self._trace = Trace(source, body, topic)
         try:
             up = parse_envelope(envelope, topic, body, raw_topic_pattern=raw_topic_pattern)
         except EnvelopeError as exc:
@@ -127,6 +146,7 @@ class Ingest:
             reason = f"LoRaWAN uplink for a {sensor.model} sensor; check its dev_eui"
             return self._reject(source, sensor.id, Result.REJECTED, reason)
         self.last_uplink[sensor.id] = up
+        trace.envelope = up
         if _mac_only(up):
             # Routine (a device in rejoin mode sends LinkCheckReq every interval) and carries
             # no counts: counted, not logged, and no sign of life (see the README).
@@ -141,6 +161,7 @@ class Ingest:
             digest = hashlib.sha1(canonical, usedforsecurity=False).hexdigest()[:16]
         else:
             return self._reject(source, sensor.id, Result.DECODE_ERROR, "uplink has no payload")
+        trace.decoded = decoded
         if decoded["data"]:
             decoded["data"].update(derived_values(up, decoded["data"]))
             if self.on_uplink is not None:
@@ -162,6 +183,7 @@ class Ingest:
     ) -> IngestResult:
         now = time.time() if received_at is None else received_at
         decoded = parse_report_bytes(body)
+        self._trace = Trace(source, body, decoded=decoded)
         data = decoded["data"]
         serial = data.get("sn") or serial_hint
         if not data and decoded["errors"]:
@@ -220,7 +242,7 @@ class Ingest:
             return self._reject(source, sensor_id, Result.DECODE_ERROR, reason)
         outcome = self._state.apply(Report(sensor_id, data, received_at, key, fcnt))
         if outcome.outcome is Outcome.DUPLICATE:
-            self._tally(source, Result.DUPLICATE, sensor_id)
+            self._tally(source, Result.DUPLICATE, sensor_id, "already applied")
             return IngestResult(Result.DUPLICATE, sensor_id, "already applied")
         for problem in outcome.problems:
             self._quiet.warn(f"{sensor_id}:{problem}", f"sensor {sensor_id}: {problem}; ignored")
@@ -229,7 +251,7 @@ class Ingest:
             self._quiet.warn(
                 f"{sensor_id}:decode", f"sensor {sensor_id} ({source}): {reason}; rest used"
             )
-            self._tally(source, Result.PARTIAL, sensor_id)
+            self._tally(source, Result.PARTIAL, sensor_id, reason)
             return IngestResult(Result.PARTIAL, sensor_id, reason)
         self._tally(source, Result.ACCEPTED, sensor_id)
         return IngestResult(Result.ACCEPTED, sensor_id)
@@ -250,7 +272,7 @@ class Ingest:
             f"{source}:{sensor_id}:{result}:{where}",
             f"{source}: {who}: {result.value.replace('_', ' ')}: {reason}",
         )
-        self._tally(source, result, sensor_id)
+        self._tally(source, result, sensor_id, reason)
         return IngestResult(result, sensor_id, reason)
 
     def _unknown(self, source: str, what: str) -> IngestResult:
@@ -259,12 +281,15 @@ class Ingest:
             log.warning(
                 "%s: unknown device %s (not in the configuration); ignoring it", source, what
             )
-        self._tally(source, Result.UNKNOWN_DEVICE, None)
+        self._tally(source, Result.UNKNOWN_DEVICE, None, f"unknown device {what}")
         return IngestResult(Result.UNKNOWN_DEVICE, None, f"unknown device {what}")
 
-    def _tally(self, source: str, result: Result, sensor_id: str | None) -> None:
+    def _tally(self, source: str, result: Result, sensor_id: str | None, reason: str = "") -> None:
         if self._count is not None:
             self._count(source, result, sensor_id)
+        trace, self._trace = self._trace, None
+        if self._observe is not None and trace is not None:
+            self._observe(trace, IngestResult(result, sensor_id, reason))
 
 
 def _mac_only(up: Uplink) -> bool:

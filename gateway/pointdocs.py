@@ -6,12 +6,16 @@ import csv
 import io
 from collections.abc import Sequence
 from datetime import date
+from typing import TYPE_CHECKING
 
 from gateway.modbus.layout import readable_blocks
 from gateway.modbus.units import MAX_BLOCK_SENSOR, MAX_UNIT_ID, plan
 from gateway.settings import ModbusSection
 from objects.catalog import MODBUS_BLOCK, NOTIFICATION_CLASS_WRITABLE, ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 # BACnet enumerations used by the EDE file (ASHRAE 135, BACnetObjectType / BACnetEngineeringUnits).
 OBJECT_TYPE_CODES: dict[ObjectType, int] = {
@@ -373,3 +377,31 @@ def render_modbus_markdown(
         *_markdown_table(modbus_rows(points, word_order, modbus)),
     ]
     return "\n".join(lines) + "\n"
+
+
+FORMATS = ("table", "csv", "ede", "modbus", "modbus-csv")
+
+
+def points_text(settings: Settings, fmt: str) -> str:
+    """The point list of a configuration in one of `FORMATS`: what `vs121-gateway points`
+    prints and the commissioning page offers for download."""
+    points = settings.points()
+    order = settings.modbus.word_order
+    if fmt == "table":
+        return render_table(points)
+    if fmt == "csv":
+        return render_csv(points)
+    if fmt == "ede":
+        return render_ede(
+            points,
+            device_instance=settings.bacnet.device_instance,
+            device_name=settings.bacnet.device_name,
+            device_description=settings.bacnet.description,
+            project=settings.gateway.name,
+            notification_class=settings.bacnet.notification.instance,
+        )
+    if fmt == "modbus":
+        return render_modbus_markdown(points, order, settings.modbus)
+    if fmt == "modbus-csv":
+        return render_modbus_csv(points, order, settings.modbus)
+    raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")

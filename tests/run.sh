@@ -9,6 +9,9 @@ need=()
 for tool in mosquitto socat mbpoll tshark; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# The commissioning page's browser tests drive Debian's chromium through its chromedriver.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 # An independent BACnet stack (JavaScript) is installed from npm by the interop test.
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if ((${#need[@]})); then
