@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -384,9 +385,13 @@ class Settings(BaseSettings):
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
         if not problems:
-            problems.extend(find_conflicts(self.points()))
+            points = self.points()
+            if not (self.modbus.tcp.enabled or self.modbus.rtu.enabled):
+                # Without Modbus the register map is not served: its range does not apply.
+                points = [replace(p, modbus_address=None) for p in points]
+            problems.extend(find_conflicts(points))
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError(summarise_problems(problems))
         return self
 
     def _alarm_problems(self) -> list[str]:
@@ -443,6 +448,16 @@ class Settings(BaseSettings):
     def points(self) -> list[ResolvedPoint]:
         """Every point served: the gateway's, the alarm rules' and the sensors'."""
         return resolve(self.sensor_specs(), rules=self.rule_specs())
+
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def summarise_problems(problems: list[str]) -> str:
+    """The first few problems and a count: a site-sized config can have thousands."""
+    shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+    rest = len(problems) - MAX_PROBLEMS_SHOWN
+    return shown if rest <= 0 else f"{shown}; and {rest} more"
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
