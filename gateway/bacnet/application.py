@@ -62,7 +62,7 @@ from bacpypes3.errors import (
 )
 from bacpypes3.netservice import NetworkServiceAccessPoint, NetworkServiceElement
 from bacpypes3.pdu import Address
-from bacpypes3.primitivedata import Unsigned
+from bacpypes3.primitivedata import ObjectType, Unsigned
 
 from gateway.bacnet.cov import CovManager
 from gateway.bacnet.device import services_supported
@@ -300,7 +300,8 @@ class GatewayApplication(Application):  # type: ignore[misc]  # bacpypes3 has no
         return obj if obj is not None else self.objectName.get(objname)
 
     def _resolve(self, objid: Any) -> Any:
-        if objid[0] == "device" and objid[1] == WILDCARD_DEVICE and self.device_object:
+        # (An ObjectType compares equal to its enumeration member, not to its name.)
+        if objid[0] == ObjectType.device and objid[1] == WILDCARD_DEVICE and self.device_object:
             return self.device_object.objectIdentifier
         return objid
 
