@@ -23,6 +23,7 @@ transaction and segmentation layers: only the service data of the reply is built
 
 from __future__ import annotations
 
+import functools
 import logging
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +42,7 @@ READ_PROPERTY_MULTIPLE = 14
 OBJECT_LIST = 76
 _DEVICE_TYPE = 8
 _SPECIAL_PROPERTIES = frozenset({8, 80, 105})  # all, optional, required
+MAX_PLANS = 2048  # remembered request shapes: a full poll of 1,000 sensors needs about 900
 
 # Values that never change while the gateway runs: encoded once per object.
 STATIC_PROPERTIES = frozenset(
@@ -138,6 +140,7 @@ class FastReader:
         self._device_raw = (_DEVICE_TYPE << 22) | device_instance
         self._object_list = [b"\xc4" + _pack_objid(raw_identifier(o)) for o in object_list]
         self._static: dict[tuple[int, str], bytes] = {}
+        self._plans: dict[bytes, list[Piece]] = {}
         self._attrs: dict[int, str | None] = {}
         self._checked: set[tuple[str, str]] = set()
         self._slow: set[tuple[str, str]] = set()  # (type, property) the encoders got wrong
@@ -146,40 +149,64 @@ class FastReader:
 
     def read_property(self, data: bytes) -> bytes | None:
         """ReadProperty-ACK service data, or None to leave the request to bacpypes3."""
-        parsed = _parse_rp(data)
-        if parsed is None:
-            return None
-        raw, prop, index = parsed
-        raw = self._local(raw)
-        value = self._value(raw, prop, index)
-        if value is None:
-            return None
-        out = b"\x0c" + _pack_objid(raw) + context_unsigned(1, prop)
-        if index is not None:
-            out += context_unsigned(2, index)
-        return out + b"\x3e" + value + b"\x3f"
+        plan = self._plans.get(data)
+        if plan is None:
+            plan = self._plan_rp(data)
+            if plan is None:
+                return None
+            self._remember(data, plan)
+        return _assemble(plan)
 
     def read_property_multiple(self, data: bytes) -> bytes | None:
         """ReadPropertyMultiple-ACK service data, or None to leave the request to bacpypes3."""
+        plan = self._plans.get(data)
+        if plan is None:
+            plan = self._plan_rpm(data)
+            if plan is None:
+                return None
+            self._remember(data, plan)
+        return _assemble(plan)
+
+    # -- plans: a request's reply as constant bytes and value encoders ---------------------------
+
+    def _remember(self, data: bytes, plan: list[Piece]) -> None:
+        # A BMS repeats the same few requests; a bounded memory of them saves parsing.
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        self._plans[data] = plan
+
+    def _plan_rp(self, data: bytes) -> list[Piece] | None:
+        parsed = _parse_rp(data)
+        if parsed is None:
+            return None
+        requested, prop, index = parsed
+        raw = self._local(requested)
+        value = self._piece(raw, prop, index)
+        if value is None:
+            return None
+        head = b"\x0c" + _pack_objid(raw) + context_unsigned(1, prop)
+        if index is not None:
+            head += context_unsigned(2, index)
+        return _merge([head + b"\x3e", value, b"\x3f"])
+
+    def _plan_rpm(self, data: bytes) -> list[Piece] | None:
         specs = _parse_rpm(data)
         if specs is None:
             return None
-        parts: list[bytes] = []
+        pieces: list[Piece] = []
         for requested, refs in specs:
             raw = self._local(requested)
-            parts.append(b"\x0c" + _pack_objid(raw) + b"\x1e")
+            pieces.append(b"\x0c" + _pack_objid(raw) + b"\x1e")
             for prop, index in refs:
-                value = self._value(raw, prop, index)
+                value = self._piece(raw, prop, index)
                 if value is None:
                     return None
-                parts.append(context_unsigned(2, prop))
+                head = context_unsigned(2, prop)
                 if index is not None:
-                    parts.append(context_unsigned(3, index))
-                parts.append(b"\x4e")
-                parts.append(value)
-                parts.append(b"\x4f")
-            parts.append(b"\x1f")
-        return b"".join(parts)
+                    head += context_unsigned(3, index)
+                pieces += [head + b"\x4e", value, b"\x4f"]
+            pieces.append(b"\x1f")
+        return _merge(pieces)
 
     # -- values ---------------------------------------------------------------------------------
 
@@ -187,7 +214,8 @@ class FastReader:
         # Device instance 4194303 stands for the device that receives the request (15.5.2).
         return self._device_raw if raw == (_DEVICE_TYPE << 22) | WILDCARD_DEVICE else raw
 
-    def _value(self, raw: int, prop: int, index: int | None) -> bytes | None:
+    def _piece(self, raw: int, prop: int, index: int | None) -> Piece | None:
+        """The value's encoding: constant bytes, or a function giving the current bytes."""
         if prop in _SPECIAL_PROPERTIES:
             return None
         obj = self._by_raw.get(raw)
@@ -199,29 +227,31 @@ class FastReader:
         if attr is None or attr not in obj.properties:
             return None
         try:
-            if index is None:
-                encoder = DYNAMIC_ENCODERS.get(attr)
-                if encoder is not None:
-                    return self._dynamic(obj, attr, encoder)
-                if attr in STATIC_PROPERTIES:
-                    key = (raw, attr)
-                    cached = self._static.get(key)
-                    if cached is None:
-                        cached = self._static[key] = encode_value(obj.read(attr))
-                    return cached
-            return encode_value(obj.read(attr, index))
+            if index is None and attr in STATIC_PROPERTIES:
+                key = (raw, attr)
+                cached = self._static.get(key)
+                if cached is None:
+                    cached = self._static[key] = encode_value(obj.read(attr))
+                return cached
+            encoder = DYNAMIC_ENCODERS.get(attr) if index is None else None
+            if encoder is not None and self._fast_encoder_agrees(obj, attr, encoder):
+                return functools.partial(encoder, obj)  # type: ignore[return-value]
+            encode_value(obj.read(attr, index))  # raises now if it cannot be read at all
+            return functools.partial(_library_encoding, obj, attr, index)
         except ExecutionError:
             return None  # the slow path answers with the error
 
-    def _dynamic(
+    def _fast_encoder_agrees(
         self, obj: PointObject, attr: str, encoder: Callable[[PointObject], bytes | None]
-    ) -> bytes | None:
+    ) -> bool:
+        """Whether `encoder` serves this object type's `attr`; checked against bacpypes3 the
+        first time each type serves it, so a changed datatype is never sent wrong."""
         kind = (obj.profile.bacnet_type, attr)
         if kind in self._slow:
-            return encode_value(obj.read(attr))
+            return False
         value = encoder(obj)
         if value is None:
-            return encode_value(obj.read(attr))
+            return False
         if kind not in self._checked:
             self._checked.add(kind)
             expected = encode_value(obj.read(attr))
@@ -235,8 +265,8 @@ class FastReader:
                     expected.hex(),
                     value.hex(),
                 )
-                return expected
-        return value
+                return False
+        return True
 
     def _object_list_element(self, index: int) -> bytes | None:
         if index == 0:
@@ -256,6 +286,31 @@ class FastReader:
             attr = None
         self._attrs[prop] = attr
         return attr
+
+
+Piece = bytes | Callable[[], bytes]
+
+
+def _library_encoding(obj: PointObject, attr: str, index: int | None) -> bytes:
+    return encode_value(obj.read(attr, index))
+
+
+def _merge(pieces: list[Piece]) -> list[Piece]:
+    """Adjacent constant bytes joined: fewer pieces to assemble per request."""
+    out: list[Piece] = []
+    for piece in pieces:
+        if isinstance(piece, bytes) and out and isinstance(out[-1], bytes):
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return out
+
+
+def _assemble(plan: list[Piece]) -> bytes | None:
+    try:
+        return b"".join([p if p.__class__ is bytes else p() for p in plan])  # type: ignore[operator]
+    except ExecutionError:
+        return None
 
 
 def raw_identifier(objid: Any) -> int:
