@@ -43,6 +43,7 @@ OBJECT_LIST = 76
 _DEVICE_TYPE = 8
 _SPECIAL_PROPERTIES = frozenset({8, 80, 105})  # all, optional, required
 MAX_PLANS = 2048  # remembered request shapes: a full poll of 1,000 sensors needs about 900
+MAX_PIECES = 400_000  # remembered property encoders (Present_Value and flags of 200,000 objects)
 
 # Values that never change while the gateway runs: encoded once per object.
 STATIC_PROPERTIES = frozenset(
@@ -139,11 +140,10 @@ class FastReader:
             self._by_raw[raw_identifier(obj.identifier)] = obj
         self._device_raw = (_DEVICE_TYPE << 22) | device_instance
         self._object_list = [b"\xc4" + _pack_objid(raw_identifier(o)) for o in object_list]
-        self._static: dict[tuple[int, str], bytes] = {}
+        self._pieces: dict[tuple[int, int, int | None], Piece] = {}
         self._plans: dict[bytes, list[Piece]] = {}
         self._attrs: dict[int, str | None] = {}
-        self._checked: set[tuple[str, str]] = set()
-        self._slow: set[tuple[str, str]] = set()  # (type, property) the encoders got wrong
+        self._agrees: dict[tuple[str, str], bool] = {}  # (type, property): encoder is right
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -216,6 +216,17 @@ class FastReader:
 
     def _piece(self, raw: int, prop: int, index: int | None) -> Piece | None:
         """The value's encoding: constant bytes, or a function giving the current bytes."""
+        key = (raw, prop, index)
+        piece = self._pieces.get(key)
+        if piece is None:
+            piece = self._new_piece(raw, prop, index)
+            if piece is not None:
+                if len(self._pieces) >= MAX_PIECES:
+                    self._pieces.clear()
+                self._pieces[key] = piece
+        return piece
+
+    def _new_piece(self, raw: int, prop: int, index: int | None) -> Piece | None:
         if prop in _SPECIAL_PROPERTIES:
             return None
         obj = self._by_raw.get(raw)
@@ -228,11 +239,7 @@ class FastReader:
             return None
         try:
             if index is None and attr in STATIC_PROPERTIES:
-                key = (raw, attr)
-                cached = self._static.get(key)
-                if cached is None:
-                    cached = self._static[key] = encode_value(obj.read(attr))
-                return cached
+                return encode_value(obj.read(attr))
             encoder = DYNAMIC_ENCODERS.get(attr) if index is None else None
             if encoder is not None and self._fast_encoder_agrees(obj, attr, encoder):
                 return functools.partial(encoder, obj)  # type: ignore[return-value]
@@ -247,16 +254,12 @@ class FastReader:
         """Whether `encoder` serves this object type's `attr`; checked against bacpypes3 the
         first time each type serves it, so a changed datatype is never sent wrong."""
         kind = (obj.profile.bacnet_type, attr)
-        if kind in self._slow:
-            return False
-        value = encoder(obj)
-        if value is None:
-            return False
-        if kind not in self._checked:
-            self._checked.add(kind)
+        agrees = self._agrees.get(kind)
+        if agrees is None:
+            value = encoder(obj)
             expected = encode_value(obj.read(attr))
-            if expected != value:
-                self._slow.add(kind)
+            agrees = self._agrees[kind] = value == expected
+            if value is not None and not agrees:
                 log.warning(
                     "BACnet: fast encoding of %s %s differs from the library's (%s, not %s); "
                     "served the slow way",
@@ -265,8 +268,7 @@ class FastReader:
                     expected.hex(),
                     value.hex(),
                 )
-                return False
-        return True
+        return agrees
 
     def _object_list_element(self, index: int) -> bytes | None:
         if index == 0:
@@ -298,11 +300,17 @@ def _library_encoding(obj: PointObject, attr: str, index: int | None) -> bytes:
 def _merge(pieces: list[Piece]) -> list[Piece]:
     """Adjacent constant bytes joined: fewer pieces to assemble per request."""
     out: list[Piece] = []
+    run: list[bytes] = []
     for piece in pieces:
-        if isinstance(piece, bytes) and out and isinstance(out[-1], bytes):
-            out[-1] += piece
+        if piece.__class__ is bytes:
+            run.append(piece)
         else:
+            if run:
+                out.append(b"".join(run))
+                run = []
             out.append(piece)
+    if run:
+        out.append(b"".join(run))
     return out
 
 
