@@ -135,9 +135,7 @@ class FastReader:
         device_instance: int,
         object_list: Sequence[Any],
     ) -> None:
-        self._by_raw: dict[int, PointObject] = {}
-        for obj in points:
-            self._by_raw[raw_identifier(obj.identifier)] = obj
+        self._by_raw = {raw_identifier(obj.identifier): obj for obj in points}
         self._device_raw = (_DEVICE_TYPE << 22) | device_instance
         self._object_list = [b"\xc4" + _pack_objid(raw_identifier(o)) for o in object_list]
         self._pieces: dict[tuple[int, int, int | None], Piece] = {}
@@ -323,7 +321,12 @@ def _assemble(plan: list[Piece]) -> bytes | None:
 
 def raw_identifier(objid: Any) -> int:
     """The 32-bit encoding of a bacpypes3 ObjectIdentifier (type << 22 | instance)."""
-    return (int(objid[0]) << 22) | int(objid[1])
+    return (_type_number(objid[0]) << 22) | int(objid[1])
+
+
+@functools.cache
+def _type_number(object_type: Any) -> int:
+    return int(object_type)
 
 
 # -- request parsing (only the shapes the fast path serves) ------------------------------------
