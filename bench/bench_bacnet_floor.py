@@ -543,9 +543,11 @@ def inside(args: argparse.Namespace, bacserv: Path | None, rtt: Path | None) -> 
         if not args.skip_ratio:
             misses += ratio_section(args, work, bacserv, rtt)
         misses += scale_section(args, work)
+        if args.big_sensors:
+            misses += big_section(args, work)
     goals = (
         "RP <= 4x, RPM-50 <= 10x bacserv; full poll of 1,000 sensors < 2 s; "
-        "under 2 pollers COV p99 < 10 ms, ack p99 < 20 ms; start < 15 s, < 1 GB"
+        "under 2 pollers COV p99 < 10 ms, ack p99 < 20 ms; start < 15 s, < 1 GB at 4,193 sensors"
     )
     print(f"\ngoals ({goals}): " + ("all met" if not misses else "MISSED " + "; ".join(misses)))
     return 1 if misses else 0
@@ -632,13 +634,50 @@ def scale_section(args: argparse.Namespace, work: Path) -> list[str]:
             f"{seconds:.2f} s ({per:.3f} ms each)"
         )
         if len(ids) == length:
-            poll_s, polled = full_poll(gw_port, ids, args.per_request)
-            print(
-                f"  Full poll, Present_Value + Status_Flags of {polled} objects, "
-                f"{args.per_request} objects per RPM: {poll_s:.2f} s"
-            )
+            for which in ("first", "repeated"):
+                poll_s, polled = full_poll(gw_port, ids, args.per_request)
+                print(
+                    f"  Full poll ({which}), Present_Value + Status_Flags of {polled} objects, "
+                    f"{args.per_request} objects per RPM: {poll_s:.2f} s"
+                )
             if args.sensors >= 1000 and poll_s > GOALS["poll_s"]:
-                misses.append(f"full poll {poll_s:.2f} s")
+                misses.append(f"repeated full poll {poll_s:.2f} s")
+    finally:
+        daemon.stop()
+    return misses
+
+
+def big_section(args: argparse.Namespace, work: Path) -> list[str]:
+    """The largest configuration the instance scheme allows (sensor number * 1000 + point
+    offset <= 4,194,302, so 4,193 sensors), BACnet only: start time, memory, last objects."""
+    misses = []
+    gw_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
+    count = args.big_sensors
+    print(f"\nGateway with {count} VS121-P sensors ({args.regions} regions), BACnet only:")
+    daemon = Daemon(work / "biggest", count, args.regions, gw_port, http_port)
+    try:
+        rss = daemon.peak_rss_mb()
+        print(f"  start {daemon.start_s:.2f} s (process start to READY), peak RSS {rss:.0f} MB")
+        if daemon.start_s > GOALS["start_s"]:
+            misses.append(f"start of {count} sensors {daemon.start_s:.1f} s")
+        if rss > GOALS["rss_mb"]:
+            misses.append(f"RSS of {count} sensors {rss:.0f} MB")
+        client = RawClient(("127.0.0.1", gw_port))
+        reply = client.ask(read_property(8, DEVICE, 76, 0))
+        length = int.from_bytes(reply[reply.index(b"\x3e") + 2 : -1], "big")
+        reply = client.ask(read_property(8, DEVICE, 76, length))
+        at = reply.index(b"\x3e\xc4") + 2
+        (raw,) = struct.unpack("!I", reply[at : at + 4])
+        last = client.ask(read_property(raw >> 22, raw & 0x3FFFFF, 85))
+        people = client.ask(read_property(0, count * 1000 + PEOPLE_OFFSET, 85))
+        client.close()
+        readable = last[0] == 0x30 and people[0] == 0x30
+        print(
+            f"  {length} objects; the last listed ({raw >> 22},{raw & 0x3FFFFF}) and sensor "
+            f"{count}'s people count read back: {'yes' if readable else 'NO'}"
+        )
+        if not readable:
+            misses.append("highest objects not readable")
     finally:
         daemon.stop()
     return misses
@@ -651,6 +690,9 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=1000, help="timed requests per kind and round")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--regions", type=int, default=4, help="regions per sensor")
+    parser.add_argument(
+        "--big-sensors", type=int, default=4193, help="start-up check size (0: skip)"
+    )
     parser.add_argument("--skip-ratio", action="store_true", help="only the scale section")
     parser.add_argument("--discover-limit", type=int, default=None, help="Object_List entries")
     parser.add_argument("--per-request", type=int, default=50, help="objects per poll RPM")

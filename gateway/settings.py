@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -385,11 +384,9 @@ class Settings(BaseSettings):
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
         if not problems:
-            points = self.points()
-            if not (self.modbus.tcp.enabled or self.modbus.rtu.enabled):
-                # Without Modbus the register map is not served: its range does not apply.
-                points = [replace(p, modbus_address=None) for p in points]
-            problems.extend(find_conflicts(points))
+            # Without Modbus the register map is not served: its range does not apply.
+            modbus = self.modbus.tcp.enabled or self.modbus.rtu.enabled
+            problems.extend(find_conflicts(self.points(), modbus=modbus))
         if problems:
             raise ValueError(summarise_problems(problems))
         return self

@@ -247,8 +247,9 @@ def modbus_tables(rp: ResolvedPoint) -> tuple[str, ...]:
     return ()
 
 
-def find_conflicts(points: Sequence[ResolvedPoint]) -> list[str]:
-    """Every duplicate BACnet identifier or name, overlapping or out-of-range Modbus address."""
+def find_conflicts(points: Sequence[ResolvedPoint], *, modbus: bool = True) -> list[str]:
+    """Every duplicate BACnet identifier or name, overlapping or out-of-range Modbus address
+    (the Modbus checks only with `modbus`: without a Modbus server the map is not served)."""
     problems: list[str] = []
     seen_ids: dict[tuple[ObjectType, int], ResolvedPoint] = {}
     seen_names: dict[str, ResolvedPoint] = {}
@@ -276,7 +277,7 @@ def find_conflicts(points: Sequence[ResolvedPoint]) -> list[str]:
                 f"{who(rp)}: object name {rp.name!r} already used by {who(seen_names[rp.name])}"
             )
         seen_names.setdefault(rp.name, rp)
-        if rp.modbus_address is None:
+        if rp.modbus_address is None or not modbus:
             continue
         for table in modbus_tables(rp):
             for cell in range(rp.modbus_address, rp.modbus_address + rp.modbus_width):
