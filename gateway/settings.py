@@ -444,7 +444,17 @@ class Settings(BaseSettings):
 
     def points(self) -> list[ResolvedPoint]:
         """Every point served: the gateway's, the alarm rules' and the sensors'."""
-        return resolve(self.sensor_specs(), rules=self.rule_specs())
+        # Resolved once per configuration (validation and start-up both need them; at site
+        # scale that is 200,000 points and seconds of work). Settings are frozen.
+        cached = _RESOLVED.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = (self, resolve(self.sensor_specs(), rules=self.rule_specs()))
+            _RESOLVED.clear()
+            _RESOLVED[id(self)] = cached
+        return list(cached[1])
+
+
+_RESOLVED: dict[int, tuple[Settings, list[ResolvedPoint]]] = {}
 
 
 MAX_PROBLEMS_SHOWN = 10
