@@ -107,7 +107,11 @@ class GatewayAccessPoint(ApplicationServiceAccessPoint):  # type: ignore[misc]  
         # every device would answer it and the requester cannot tell the answers apart.
         if pdu.pduDestination is not None and pdu.pduDestination.addrType in _BROADCASTS:
             return
-        apdu = APDU.decode(pdu)  # the APCI only; the service data stays raw bytes
+        try:
+            apdu = APDU.decode(pdu)  # the APCI only; the service data stays raw bytes
+        except Exception:  # a header cut short: nothing to answer it with
+            log.debug("BACnet: undecodable request header from %s", pdu.pduSource)
+            return
         if not isinstance(apdu, ConfirmedRequestPDU):
             return
         for tr in self.serverTransactions:
