@@ -11,9 +11,10 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-from gateway import __version__
+from gateway import __version__, control_token
 from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
+from gateway.config_audit import open_endpoints
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
@@ -52,7 +53,12 @@ class Gateway:
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)
-        self.ingest = Ingest(settings.sensors, self.state, count=self._count)
+        self.ingest = Ingest(
+            settings.sensors,
+            self.state,
+            count=self._count,
+            lines_refused=lambda sensor: self.metrics.line_counts_refused.inc(sensor=sensor),
+        )
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
@@ -70,6 +76,7 @@ class Gateway:
         self.ready = asyncio.Event()
         self.mqtt_up = asyncio.Event()  # set while connected and subscribed
         self._last_status = ""
+        self._control_token: str | None = None
 
     # -- metrics ----------------------------------------------------------------------------
 
@@ -82,6 +89,8 @@ class Gateway:
             m.duplicates.inc(sensor=sensor_id)
         elif result is Result.UNKNOWN_DEVICE:
             m.unknown_devices.inc()
+        elif result is Result.MAC_ONLY and sensor_id:
+            m.mac_only.inc(sensor=sensor_id)
 
     def _on_write(self, seconds: float) -> None:
         self.metrics.state_writes.inc()
@@ -101,12 +110,17 @@ class Gateway:
         restored = self.store.load_into(self.state)
         self.store.journal.open()
         log.info("state restored for %d of %d sensors", restored, len(self.settings.sensors))
+        self._control_token = control_token.create(self.settings.gateway.state_dir)
+        for warning in open_endpoints(self.settings, bacnet=False):  # BACnet warns itself
+            log.warning("configuration: %s", warning)
         self.metrics.sensors_stale.set_function(self._stale_count)
         self._spawn(self.committer.run(), "committer")
         self._spawn(self._tick_loop(), "tick")
         try:
             self.state.publish_gateway(self.gateway_values())
             await self.relay.start()  # outputs driven to what the rules say, before any sink
+            if stop.is_set():
+                return  # stopped while starting: no sink or source to open only to close it
             await self._start_sinks()
             await self._start_sources()
             # What start-up built (points, objects, state: 100,000+ objects at site scale) lives
@@ -175,6 +189,7 @@ class Gateway:
                 healthy=self._healthy,
                 reset=self.reset_counts,
                 status=self.status_document,
+                control_token=self._control_token,
             )
             await self.http.start()
         if cfg.mqtt.enabled:

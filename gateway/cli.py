@@ -11,20 +11,25 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from gateway import __version__
-from gateway.codec.result import DecodeResult, new_result
-from gateway.codec.vs121_downlink import command_from_json, encode_commands
-from gateway.codec.vs121_uplink import decode_uplink
-from gateway.codec.vs121p import parse_report_bytes
-from gateway.errors import ConfigError, EncodeError
-from gateway.pointdocs import (
+from gateway import early_signals
+
+# Before the slow imports below: `run` must not die by a stop signal sent while it loads.
+early_signals.install_if_run(__name__, sys.argv)
+
+from gateway import __version__, control_token  # noqa: E402
+from gateway.codec.result import DecodeResult, new_result  # noqa: E402
+from gateway.codec.vs121_downlink import command_from_json, encode_commands  # noqa: E402
+from gateway.codec.vs121_uplink import decode_uplink  # noqa: E402
+from gateway.codec.vs121p import parse_report_bytes  # noqa: E402
+from gateway.errors import ConfigError, EncodeError  # noqa: E402
+from gateway.pointdocs import (  # noqa: E402
     render_csv,
     render_ede,
     render_modbus_csv,
     render_modbus_markdown,
     render_table,
 )
-from gateway.settings import Settings, load_default, load_settings
+from gateway.settings import Settings, load_default, load_settings  # noqa: E402
 
 EXIT_OK = 0
 EXIT_DECODE_ERRORS = 1  # at least one payload had errors (its line is still printed)
@@ -213,16 +218,20 @@ def cmd_points(args: argparse.Namespace, out: TextIO) -> int:
             )
         )
     elif fmt == "modbus":
-        out.write(render_modbus_markdown(points, order))
+        out.write(render_modbus_markdown(points, order, settings.modbus))
     else:
-        out.write(render_modbus_csv(points, order))
+        out.write(render_modbus_csv(points, order, settings.modbus))
     return EXIT_OK
 
 
 def cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.config_audit import open_endpoints, plaintext_secrets  # noqa: PLC0415
+
     settings = load_settings(args.config)
     n = len(settings.sensors)
     out.write(f"{args.config}: OK ({n} sensor{'s' if n != 1 else ''})\n")
+    for warning in plaintext_secrets(args.config) + open_endpoints(settings):
+        out.write(f"{args.config}: warning: {warning}\n")
     return EXIT_OK
 
 
@@ -257,12 +266,16 @@ def cmd_reset_counts(args: argparse.Namespace, out: TextIO) -> int:
     import urllib.error  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
 
-    http = _load(args.config).http
+    settings = _load(args.config)
+    http = settings.http
     scheme = "https" if http.tls_cert_file else "http"
     url = f"{scheme}://{http.host}:{http.port}/api/sensors/{args.sensor}/reset"
     request = urllib.request.Request(url, method="POST", data=b"")  # noqa: S310 (http/https only)
     password = http.basic_auth_password()
-    if http.username and password is not None:
+    local = control_token.read(settings.gateway.state_dir)
+    if local is not None:
+        request.add_header(control_token.HEADER, local)
+    elif http.username and password is not None:
         token = base64.b64encode(f"{http.username}:{password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:

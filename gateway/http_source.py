@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import control_token
 from gateway.ingest import IngestResult, Result
 from gateway.settings import HttpSection
 
@@ -46,6 +46,7 @@ class HttpServer:
         healthy: Callable[[], bool],
         reset: ResetFn | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        control_token: str | None = None,
     ) -> None:
         self._cfg = cfg
         self._ingest = ingest
@@ -55,6 +56,7 @@ class HttpServer:
         self._status = status
         self._runner: web.AppRunner | None = None
         self._password = cfg.basic_auth_password()
+        self._control_token = control_token  # see gateway.control_token
         self.port: int | None = None
 
     def _app(self) -> web.Application:
@@ -126,15 +128,28 @@ class HttpServer:
         text = result.result.value if status == 200 else f"{result.result.value}: {result.reason}"
         return web.Response(status=status, text=_one_line(text) + "\n")
 
+    def _may_reset(self, request: web.Request) -> bool:
+        """Totals are billing-grade data for some sites: a reset needs the local control token
+        or the configured basic auth, never just a connection (not even from this machine)."""
+        given = request.headers.get(control_token.HEADER)
+        if given is not None and self._control_token is not None:
+            return hmac.compare_digest(given.encode(), self._control_token.encode())
+        return self._cfg.username is not None and self._authorised(request)
+
     async def _reset_counts(self, request: web.Request) -> web.Response:
-        if not self._authorised(request):
-            return web.Response(status=401, text="basic auth required\n")
-        if self._cfg.username is None and not _is_loopback(request.remote):
-            # Totals are billing-grade data for some sites: no anonymous resets from the LAN.
+        if not self._may_reset(request):
             log.warning(
-                "HTTP %s: reset refused: set http.username to allow it remotely", request.remote
+                "HTTP %s: reset refused: no valid credentials (basic auth or control token)",
+                request.remote or "?",
             )
-            return web.Response(status=403, text="reset needs http.username/password\n")
+            if self._cfg.username is None:
+                text = "reset needs http.username/password or the local control token\n"
+                return web.Response(status=403, text=text)
+            return web.Response(
+                status=401,
+                text="basic auth required\n",
+                headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
+            )
         assert self._reset is not None
         sensor = request.match_info["sensor"]
         try:
@@ -157,13 +172,6 @@ class HttpServer:
         if self._healthy():
             return web.Response(text="ok\n")
         return web.Response(status=503, text="unhealthy\n")
-
-
-def _is_loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -30,6 +30,10 @@ LOG_REPEAT_WINDOW_S = 60.0
 SERVER_TIME_TRUST_S = 30 * 86400.0  # older network-server times are taken as a wrong clock
 
 
+# Decoded fields that add to the gateway's line totals.
+_LINE_COUNTS = frozenset({"people_in", "people_out", "line_in", "line_out"})
+
+
 class Result(StrEnum):
     ACCEPTED = "accepted"
     PARTIAL = "partial"  # decoded with errors; the usable part was applied
@@ -38,6 +42,7 @@ class Result(StrEnum):
     ENVELOPE_ERROR = "envelope_error"
     UNKNOWN_DEVICE = "unknown_device"
     REJECTED = "rejected"
+    MAC_ONLY = "mac_only"  # a LoRaWAN frame with MAC commands only: no application data
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +88,10 @@ class Ingest:
         state: GatewayState,
         *,
         count: Counter | None = None,
+        lines_refused: Callable[[str], None] | None = None,
     ) -> None:
         self._state = state
+        self._refused = lines_refused
         self._by_eui = {s.dev_eui: s for s in sensors if s.dev_eui}
         self._by_serial = {s.serial: s for s in sensors if s.serial}
         self._count = count
@@ -116,6 +123,11 @@ class Ingest:
             reason = f"LoRaWAN uplink for a {sensor.model} sensor; check its dev_eui"
             return self._reject(source, sensor.id, Result.REJECTED, reason)
         self.last_uplink[sensor.id] = up
+        if _mac_only(up):
+            # Routine (a device in rejoin mode sends LinkCheckReq every interval) and carries
+            # no counts: counted, not logged, and no sign of life (see the README).
+            self._tally(source, Result.MAC_ONLY, sensor.id)
+            return IngestResult(Result.MAC_ONLY, sensor.id, "MAC commands only")
         if up.payload is not None:
             decoded = decode_uplink(up.payload, up.fport if up.fport is not None else 85)
             digest = hashlib.sha1(up.payload, usedforsecurity=False).hexdigest()[:16]
@@ -155,9 +167,31 @@ class Ingest:
         if sensor.model != "vs121-p":
             reason = f"VS121-P report for a {sensor.model} sensor; check its serial"
             return self._reject(source, sensor.id, Result.REJECTED, reason)
-        identity = report_identity(decoded)
+        identity = report_identity(decoded, serial)
+        if identity is None:
+            decoded = self._without_line_counts(source, sensor.id, decoded)
         key = None if identity is None else "p:" + identity
         return self._apply(source, sensor.id, decoded, key=key, fcnt=None, received_at=now)
+
+    def _without_line_counts(
+        self, source: str, sensor_id: str, decoded: DecodeResult
+    ) -> DecodeResult:
+        """A report that cannot be told from its redelivery must not add line counts: each
+        delivery would add them again. Its other values are only shown, so they stay."""
+        data = decoded["data"]
+        dropped = sorted(k for k in _LINE_COUNTS if k in data)
+        if not dropped:
+            return decoded
+        self._quiet.warn(
+            f"{sensor_id}:untimed",
+            f"sensor {sensor_id} ({source}): report has no readable time, report type or event;"
+            f" its line counts ({', '.join(dropped)}) are not added, since a redelivery could"
+            " not be told from a new report",
+        )
+        if self._refused is not None:
+            self._refused(sensor_id)
+        kept = {k: v for k, v in data.items() if k not in _LINE_COUNTS}
+        return {"data": kept, "warnings": decoded["warnings"], "errors": decoded["errors"]}
 
     # -- shared -----------------------------------------------------------------------------
 
@@ -223,6 +257,14 @@ class Ingest:
     def _tally(self, source: str, result: Result, sensor_id: str | None) -> None:
         if self._count is not None:
             self._count(source, result, sensor_id)
+
+
+def _mac_only(up: Uplink) -> bool:
+    """fPort 0 carries only MAC commands, which the network server consumes; a server that
+    omits fPort and data altogether (protobuf JSON leaves out zero values) means the same."""
+    if up.fport == 0:
+        return True
+    return up.source != "raw" and up.fport is None and not up.payload and up.decoded is None
 
 
 def _when(up: Uplink, now: float) -> float:

@@ -1,7 +1,13 @@
-"""In-process metrics in the Prometheus text exposition format 0.0.4.
+"""In-process metrics, kept by prometheus_client, served in the text exposition format 0.0.4.
 
 Counters, gauges (set directly, or computed by a callback at scrape time) and summaries without
-quantiles (_sum and _count). Updates are thread-safe: the MQTT client thread counts too.
+quantiles (_sum and _count). prometheus_client holds every value (thread-safe: the MQTT client
+thread counts too) in its own CollectorRegistry (`Registry.collector_registry`, usable with any
+of its exporters). This module adds what the gateway asks of a metric on top: label names and
+allowed label values checked on every update (a typo is an error, not a new series), a gauge
+callback that fails losing only its own series, values read back by label, and a stable text:
+families and series sorted, whole numbers without ".0", no `_created` series, each metric under
+exactly the name it was registered with.
 
 Label values are keyword arguments; the value comes first and is positional-only, so any label
 name is allowed: ``messages.inc(source="mqtt", outcome="accepted")``,
@@ -10,6 +16,7 @@ name is allowed: ``messages.inc(source="mqtt", outcome="accepted")``,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -20,6 +27,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Final, TypeVar
+
+import prometheus_client as prom
+from prometheus_client.metrics import MetricWrapperBase
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,7 @@ class _Family(ABC):
     """One metric name: its help, type, label names and one series per label-value tuple."""
 
     kind: str = "untyped"
+    _suffixes: Mapping[str, str] = {"": ""}  # prometheus_client sample suffix -> ours
 
     def __init__(
         self,
@@ -63,6 +74,12 @@ class _Family(ABC):
         if unknown:
             raise ValueError(f"metric {name!r}: restricts unknown labels {sorted(unknown)}")
         self._lock = threading.Lock()
+        self._children: dict[LabelKey, MetricWrapperBase] = {}
+        self.metric = self._make()
+
+    @abstractmethod
+    def _make(self) -> MetricWrapperBase:
+        """The prometheus_client metric that holds this family's values."""
 
     def _key(self, labels: Mapping[str, str]) -> LabelKey:
         if labels.keys() != self._labelset:
@@ -77,43 +94,57 @@ class _Family(ABC):
                 )
         return tuple(labels[n] for n in self.labelnames)
 
-    @abstractmethod
+    def _child(self, key: LabelKey) -> MetricWrapperBase:
+        # Cached: prometheus_client's labels() costs a lock and a validation per call.
+        child = self._children.get(key)
+        if child is None:
+            child = self.metric.labels(*key) if key else self.metric
+            self._children[key] = child
+        return child
+
     def samples(self) -> list[Sample]:
-        """Every series of this family, for rendering."""
+        """Every series of this family, for rendering (from prometheus_client's collect)."""
+        out: list[Sample] = []
+        for family in self.metric.collect():
+            for sample in family.samples:
+                suffix = self._suffix(family.name, sample.name)
+                if suffix is None:
+                    continue
+                key = tuple(sample.labels[n] for n in self.labelnames)
+                out.append((suffix, key, float(sample.value)))
+        return out
+
+    def _suffix(self, family: str, sample: str) -> str | None:
+        return self._suffixes.get(sample[len(family) :])
+
+    def _value(self, key: LabelKey, suffix: str, default: float) -> float:
+        for got_suffix, got_key, value in self.samples():
+            if got_key == key and got_suffix == suffix:
+                return value
+        return default
 
 
 class Counter(_Family):
     """A value that only goes up (restarts reset it; Prometheus's rate() copes)."""
 
     kind = "counter"
+    _suffixes: Mapping[str, str] = {"_total": ""}  # its `_created` series is left out
 
-    def __init__(
-        self,
-        name: str,
-        help_text: str,
-        labelnames: Collection[str] = (),
-        allowed: Mapping[str, Collection[str]] | None = None,
-    ) -> None:
-        super().__init__(name, help_text, labelnames, allowed)
-        # An unlabelled counter shows 0 from the start, so a scrape never misses the series.
-        self._values: dict[LabelKey, float] = {} if self.labelnames else {(): 0.0}
+    def _make(self) -> MetricWrapperBase:
+        # prometheus_client names a counter's family without "_total" and adds it to samples.
+        return prom.Counter(
+            self.name.removesuffix("_total"), self.help, self.labelnames, registry=None
+        )
 
     def inc(self, amount: float = 1.0, /, **labels: str) -> None:
         if not amount >= 0:  # also rejects NaN
             raise ValueError(f"metric {self.name!r}: a counter cannot change by {amount}")
         key = self._key(labels)
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+        self._child(key).inc(amount)  # type: ignore[attr-defined]
 
     def value(self, **labels: str) -> float:
         """The current value (0 for a series never incremented)."""
-        key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, 0.0)
-
-    def samples(self) -> list[Sample]:
-        with self._lock:
-            return [("", k, v) for k, v in self._values.items()]
+        return self._value(self._key(labels), "", 0.0)
 
 
 class Gauge(_Family):
@@ -129,45 +160,27 @@ class Gauge(_Family):
         allowed: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         super().__init__(name, help_text, labelnames, allowed)
-        self._values: dict[LabelKey, float | Callable[[], float]] = (
-            {} if self.labelnames else {(): 0.0}
-        )
+        self._functions: dict[LabelKey, Callable[[], float]] = {}
+        self._failed: set[LabelKey] = set()
+        self._on_rebuild: Callable[[MetricWrapperBase, MetricWrapperBase], None] | None = None
+
+    def _make(self) -> MetricWrapperBase:
+        return prom.Gauge(self.name, self.help, self.labelnames, registry=None)
 
     def set(self, value: float, /, **labels: str) -> None:
         key = self._key(labels)
         with self._lock:
-            self._values[key] = float(value)
+            if self._functions.pop(key, None) is not None:
+                self._drop_child(key)  # prometheus_client ignores set() once a function is set
+            self._child(key).set(float(value))  # type: ignore[attr-defined]
 
     def set_function(self, func: Callable[[], float], /, **labels: str) -> None:
         """Evaluate `func` at every scrape (e.g. a queue's depth), replacing any set value."""
         key = self._key(labels)
-        with self._lock:
-            self._values[key] = func
 
-    def remove(self, **labels: str) -> None:
-        """Drop a series (a source that has gone away)."""
-        key = self._key(labels)
-        with self._lock:
-            self._values.pop(key, None)
-
-    def value(self, **labels: str) -> float:
-        """The current value (0 for a series never set); a callback is evaluated now."""
-        key = self._key(labels)
-        with self._lock:
-            current = self._values.get(key, 0.0)
-        return float(current()) if callable(current) else current
-
-    def samples(self) -> list[Sample]:
-        with self._lock:
-            current = list(self._values.items())
-        # Callbacks run outside the lock: they may be slow or take locks of their own.
-        out: list[Sample] = []
-        for key, v in current:
-            if not callable(v):
-                out.append(("", key, v))
-                continue
+        def guarded() -> float:
             try:
-                out.append(("", key, float(v())))
+                return float(func())
             except Exception:
                 # One broken callback must not break the scrape: its series is left out.
                 log.exception(
@@ -175,13 +188,51 @@ class Gauge(_Family):
                     self.name,
                     dict(zip(self.labelnames, key, strict=True)),
                 )
-        return out
+                self._failed.add(key)
+                return math.nan
+
+        with self._lock:
+            self._functions[key] = func
+            self._child(key).set_function(guarded)  # type: ignore[attr-defined]
+
+    def remove(self, **labels: str) -> None:
+        """Drop a series (a source that has gone away)."""
+        key = self._key(labels)
+        with self._lock:
+            self._functions.pop(key, None)
+            self._drop_child(key)
+
+    def _drop_child(self, key: LabelKey) -> None:
+        self._children.pop(key, None)
+        if key:
+            with contextlib.suppress(KeyError):  # never set: nothing to drop
+                self.metric.remove(*key)
+            return
+        # The one series of an unlabelled gauge cannot be removed: make a fresh metric.
+        old, self.metric = self.metric, self._make()
+        if self._on_rebuild is not None:
+            self._on_rebuild(old, self.metric)
+
+    def value(self, **labels: str) -> float:
+        """The current value (0 for a series never set); a callback is evaluated now."""
+        key = self._key(labels)
+        func = self._functions.get(key)
+        if func is not None:
+            return float(func())
+        return self._value(key, "", 0.0)
+
+    def samples(self) -> list[Sample]:
+        self._failed.clear()
+        out = super().samples()
+        failed = set(self._failed)
+        return [s for s in out if s[1] not in failed]
 
 
 class Summary(_Family):
     """Observations as a running sum and count (no quantiles): enough for averages and rates."""
 
     kind = "summary"
+    _suffixes: Mapping[str, str] = {"_sum": "_sum", "_count": "_count"}
 
     def __init__(
         self,
@@ -193,13 +244,13 @@ class Summary(_Family):
         if "quantile" in labelnames:
             raise ValueError(f"metric {name!r}: 'quantile' is reserved in a summary")
         super().__init__(name, help_text, labelnames, allowed)
-        self._values: dict[LabelKey, tuple[float, int]] = {} if self.labelnames else {(): (0.0, 0)}
+
+    def _make(self) -> MetricWrapperBase:
+        return prom.Summary(self.name, self.help, self.labelnames, registry=None)
 
     def observe(self, value: float, /, **labels: str) -> None:
         key = self._key(labels)
-        with self._lock:
-            total, count = self._values.get(key, (0.0, 0))
-            self._values[key] = (total + value, count + 1)
+        self._child(key).observe(value)  # type: ignore[attr-defined]
 
     @contextmanager
     def time(self, **labels: str) -> Iterator[None]:
@@ -213,20 +264,11 @@ class Summary(_Family):
 
     def sum_and_count(self, **labels: str) -> tuple[float, int]:
         key = self._key(labels)
-        with self._lock:
-            return self._values.get(key, (0.0, 0))
-
-    def samples(self) -> list[Sample]:
-        with self._lock:
-            current = list(self._values.items())
-        out: list[Sample] = []
-        for key, (total, count) in current:
-            out.append(("_sum", key, total))
-            out.append(("_count", key, float(count)))
-        return out
+        return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
 
 
 _F = TypeVar("_F", bound=_Family)
+_ORDER = {"": 0, "_sum": 0, "_count": 1}
 
 
 class Registry:
@@ -235,6 +277,7 @@ class Registry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._families: dict[str, _Family] = {}
+        self.collector_registry = prom.CollectorRegistry(auto_describe=True)
 
     def counter(
         self,
@@ -252,7 +295,9 @@ class Registry:
         labelnames: Collection[str] = (),
         allowed: Mapping[str, Collection[str]] | None = None,
     ) -> Gauge:
-        return self._add(Gauge(name, help_text, labelnames, allowed))
+        gauge = self._add(Gauge(name, help_text, labelnames, allowed))
+        gauge._on_rebuild = self._replace  # the registry keeps the gauge's metric registered
+        return gauge
 
     def summary(
         self,
@@ -267,8 +312,14 @@ class Registry:
         with self._lock:
             if family.name in self._families:
                 raise ValueError(f"metric {family.name!r} is already registered")
+            self.collector_registry.register(family.metric)
             self._families[family.name] = family
         return family
+
+    def _replace(self, old: MetricWrapperBase, new: MetricWrapperBase) -> None:
+        with self._lock:
+            self.collector_registry.unregister(old)
+            self.collector_registry.register(new)
 
     def render(self) -> str:
         """The text exposition: families by name, series by label values, one trailing newline."""
@@ -278,8 +329,7 @@ class Registry:
         for family in families:
             lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
             lines.append(f"# TYPE {family.name} {family.kind}")
-            # Sorting by label values keeps _sum before _count within each series.
-            for suffix, key, value in sorted(family.samples(), key=lambda s: s[1]):
+            for suffix, key, value in sorted(family.samples(), key=lambda s: (s[1], _ORDER[s[0]])):
                 lines.append(
                     f"{family.name}{suffix}{_labels(family.labelnames, key)} {_number(value)}"
                 )
@@ -321,6 +371,7 @@ MESSAGE_OUTCOMES: Final = (
     "unknown_device",
     "rejected",
     "overflow",
+    "mac_only",
 )
 
 
@@ -342,6 +393,8 @@ class GatewayMetrics:
     downlinks: Counter
     bacnet_fd_registered: Gauge
     modbus_requests: Counter
+    mac_only: Counter
+    line_counts_refused: Counter
 
 
 def default_metrics(registry: Registry | None = None) -> GatewayMetrics:
@@ -408,6 +461,16 @@ def default_metrics(registry: Registry | None = None) -> GatewayMetrics:
             "vs121gw_modbus_requests_total",
             "Modbus requests answered, by transport and outcome.",
             ("transport", "outcome"),
+        ),
+        mac_only=r.counter(
+            "vs121gw_mac_only_total",
+            "Uplinks with MAC commands only (fPort 0).",
+            ("sensor",),
+        ),
+        line_counts_refused=r.counter(
+            "vs121gw_lines_refused_total",
+            "Reports without a usable time: line counts left out.",
+            ("sensor",),
         ),
     )
 

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from datetime import date
 
 from gateway.modbus.layout import readable_blocks
-from objects.catalog import ObjectType, Units
+from gateway.modbus.units import MAX_BLOCK_SENSOR, MAX_UNIT_ID, plan
+from gateway.settings import ModbusSection
+from objects.catalog import MODBUS_BLOCK, ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
 
 # BACnet enumerations used by the EDE file (ASHRAE 135, BACnetObjectType / BACnetEngineeringUnits).
@@ -144,9 +146,33 @@ def render_ede(
     return out.getvalue()
 
 
-def modbus_rows(points: Sequence[ResolvedPoint], word_order: str) -> list[list[str]]:
+def _placement(p: ResolvedPoint, modbus: ModbusSection | None) -> tuple[list[str], int]:
+    """(the unit column, if any; the address a request carries) of a point with an address."""
+    assert p.modbus_address is not None
+    if modbus is None or modbus.addressing != "unit_per_sensor":
+        return [], p.modbus_address
+    if p.sensor_id == "" or p.rule is not None:
+        return [str(modbus.gateway_unit_id)], p.modbus_address
+    number = p.sensor_number
+    return [str(number)], p.modbus_address - number * MODBUS_BLOCK
+
+
+def _served(points: Sequence[ResolvedPoint], modbus: ModbusSection | None) -> list[ResolvedPoint]:
+    return plan(modbus or ModbusSection(), points).points
+
+
+def _unit_mode(modbus: ModbusSection | None) -> bool:
+    return modbus is not None and modbus.addressing == "unit_per_sensor"
+
+
+def modbus_rows(
+    points: Sequence[ResolvedPoint], word_order: str, modbus: ModbusSection | None = None
+) -> list[list[str]]:
+    """Every Modbus point; with `modbus` in unit-per-sensor addressing, a unit column first
+    and addresses inside the unit."""
     rows = [
         [
+            *(["unit"] if _unit_mode(modbus) else []),
             "address",
             "plc_address",
             "table",
@@ -161,19 +187,21 @@ def modbus_rows(points: Sequence[ResolvedPoint], word_order: str) -> list[list[s
         ]
     ]
     entries = []
-    for p in points:
+    for p in _served(points, modbus):
         if p.modbus_address is None:
             continue
         for table in modbus_tables(p):
             entries.append((table, p.modbus_address, p))
     order = {"coil": 0, "discrete": 1, "input": 2, "holding": 3}
     entries.sort(key=lambda e: (order[e[0]], e[1]))
-    for table, addr, p in entries:
+    for table, _, p in entries:
         spec = p.point.modbus
         assert spec is not None
         rw = "read/write" if p.writable and table in ("coil", "holding") else "read"
+        unit, addr = _placement(p, modbus)
         rows.append(
             [
+                *unit,
                 str(addr),
                 f"{TABLE_PREFIX[table]}{addr + 1:05d}",
                 table,
@@ -190,9 +218,11 @@ def modbus_rows(points: Sequence[ResolvedPoint], word_order: str) -> list[list[s
     return rows
 
 
-def render_modbus_csv(points: Sequence[ResolvedPoint], word_order: str) -> str:
+def render_modbus_csv(
+    points: Sequence[ResolvedPoint], word_order: str, modbus: ModbusSection | None = None
+) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(modbus_rows(points, word_order))
+    csv.writer(out, lineterminator="\n").writerows(modbus_rows(points, word_order, modbus))
     return out.getvalue()
 
 
@@ -208,15 +238,36 @@ _WORD_ORDER_TEXT = {
 }
 
 
-def modbus_block_rows(points: Sequence[ResolvedPoint]) -> list[list[str]]:
+def modbus_block_rows(
+    points: Sequence[ResolvedPoint], modbus: ModbusSection | None = None
+) -> list[list[str]]:
     """The readable blocks: each reads in full in one request (unused addresses read 0)."""
-    rows = [["sensor", "table", "first", "last", "plc_first", "plc_last"]]
-    for b in readable_blocks(points):
+    unit_mode = _unit_mode(modbus)
+    rows = [
+        [
+            "sensor",
+            *(["unit"] if unit_mode else []),
+            "table",
+            "first",
+            "last",
+            "plc_first",
+            "plc_last",
+        ]
+    ]
+    for b in readable_blocks(_served(points, modbus)):
         first, last = b.addresses.start, b.addresses.stop - 1
+        unit: list[str] = []
+        if unit_mode:
+            assert modbus is not None
+            gateway = b.sensor_number == 0
+            unit = [str(modbus.gateway_unit_id if gateway else b.sensor_number)]
+            base = 0 if gateway else b.sensor_number * MODBUS_BLOCK
+            first, last = first - base, last - base
         prefix = TABLE_PREFIX[b.table.value]
         rows.append(
             [
                 b.sensor_id or "gateway",
+                *unit,
                 b.table.value,
                 str(first),
                 str(last),
@@ -233,9 +284,13 @@ def _markdown_table(rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def render_modbus_markdown(points: Sequence[ResolvedPoint], word_order: str) -> str:
+def render_modbus_markdown(
+    points: Sequence[ResolvedPoint], word_order: str, modbus: ModbusSection | None = None
+) -> str:
     """The register map for PLC programmers: the rules, the readable blocks, every point."""
     order_text = _WORD_ORDER_TEXT.get(word_order, word_order)
+    cfg = modbus or ModbusSection()
+    left_out = plan(cfg, points).left_out
     lines = [
         "# Modbus register map",
         "",
@@ -256,15 +311,46 @@ def render_modbus_markdown(points: Sequence[ResolvedPoint], word_order: str) -> 
         "value; 04 the command behind a write failed.",
         "- A stale sensor keeps its last values: check its status word (bit 0 online, bit 1 "
         "stale, bit 2 never reported) or its online discrete input before using them.",
-        "- Modbus RTU answers only its configured unit id; requests to other ids and broadcasts "
-        "get no response. Modbus TCP answers every unit id.",
+        "- Broadcasts (unit 0) are neither executed nor answered: a write sent to every device "
+        "changes nothing here. A request whose function code has the exception bit set (128-255, "
+        "e.g. 0x83) is not a request: it gets no response on TCP or RTU (answering `83 01` "
+        "would read as an exception to function 3).",
         "",
+        "## Addressing",
+        "",
+        f'This map uses `modbus.addressing = "{cfg.addressing}"`. The two modes:',
+        "",
+        "- `blocks` (default): one device. Sensor *n* has its points at *n* x 200 + offset, the "
+        "gateway (heartbeat, status, alarm rules) at 0-199. Modbus RTU answers only "
+        "`modbus.rtu.unit_id`; Modbus TCP answers every unit id alike. Sensors numbered above "
+        f"{MAX_BLOCK_SENSOR} do not fit in the 65536 addresses.",
+        "- `unit_per_sensor`: unit id = sensor number (1-247); every unit has the same layout, "
+        "the block of a sensor at address 0 (offset). The gateway's block is unit "
+        "`modbus.gateway_unit_id` (default 247), at the same addresses as in `blocks`. Modbus "
+        "RTU answers exactly these unit ids and stays silent to every other; Modbus TCP answers "
+        "others with exception 0B. A read never crosses from one unit's block into another's "
+        f"(02). Sensors numbered above {MAX_UNIT_ID} have no unit id.",
+        "- Sensors a mode cannot address are a configuration error naming them, unless "
+        '`modbus.unaddressable_sensors = "bacnet_only"`: then they are served on BACnet only, '
+        "named in one warning at start and listed under *Not on Modbus*. Switching modes moves "
+        "addresses; the default mode never moves one.",
+        "",
+        *(
+            [
+                "## Not on Modbus",
+                "",
+                ", ".join(f"{sid} (number {n})" for sid, n in left_out),
+                "",
+            ]
+            if left_out
+            else []
+        ),
         "## Readable blocks",
         "",
-        *_markdown_table(modbus_block_rows(points)),
+        *_markdown_table(modbus_block_rows(points, modbus)),
         "",
         "## Points",
         "",
-        *_markdown_table(modbus_rows(points, word_order)),
+        *_markdown_table(modbus_rows(points, word_order, modbus)),
     ]
     return "\n".join(lines) + "\n"

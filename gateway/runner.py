@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 
+from gateway import early_signals
 from gateway.app import Gateway
 from gateway.errors import GatewayError
 from gateway.settings import Settings
@@ -29,6 +30,12 @@ async def _main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    early = early_signals.pending()
+    if early is not None:
+        logging.getLogger("gateway").info(
+            "%s received while starting: shutting down", signal.Signals(early).name
+        )
+        stop.set()
     await Gateway(settings).run(stop)
 
 

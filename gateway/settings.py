@@ -91,8 +91,16 @@ class ModbusTcpSection(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(5020, ge=1, le=65535)
-    # Connections beyond this are closed at once, so a misbehaving client cannot exhaust us.
+    # When this many are open, a newcomer takes the slot of the connection idle longest, so
+    # idle, slow or vanished clients can never lock a SCADA out.
     max_connections: int = Field(16, ge=1, le=1024)
+    # A connection that completes no request for this long is closed; 0 = never.
+    idle_timeout_s: float = Field(120.0, ge=0, le=86400)
+    # TCP keepalive per socket: first probe after keepalive_idle_s of silence, then every
+    # keepalive_interval_s; after keepalive_count unanswered probes the peer is gone.
+    keepalive_idle_s: int = Field(30, ge=1, le=7200)
+    keepalive_interval_s: int = Field(10, ge=1, le=600)
+    keepalive_count: int = Field(3, ge=1, le=20)
 
 
 class ModbusRtuSection(_Strict):
@@ -102,7 +110,7 @@ class ModbusRtuSection(_Strict):
     parity: Literal["N", "E", "O"] = "N"
     bytesize: Literal[7, 8] = 8
     stopbits: Literal[1, 2] = 1
-    unit_id: int = Field(1, ge=1, le=247)
+    unit_id: int = Field(1, ge=1, le=247)  # blocks addressing; unit_per_sensor uses the numbers
     # At start-up, a missing port is either a fatal error or something to wait for.
     missing_port: Literal["fail", "wait"] = "wait"
     # Let the kernel drive RTS for the RS485 transceiver (TIOCSRS485); for UARTs wired to a
@@ -117,6 +125,18 @@ class ModbusRtuSection(_Strict):
 
 class ModbusSection(_Strict):
     word_order: Literal["high_first", "low_first"] = "high_first"
+    # "blocks": one device, sensor n at n x 200 + offset. "unit_per_sensor": unit id = sensor
+    # number (1..247), the same layout in every unit, the gateway's block on gateway_unit_id.
+    addressing: Literal["blocks", "unit_per_sensor"] = "blocks"
+    gateway_unit_id: int = Field(247, ge=1, le=247)
+    # Sensors the addressing mode cannot reach (blocks: number above 327; unit_per_sensor:
+    # above 247): a config error naming them, or served on BACnet only with one warning.
+    unaddressable_sensors: Literal["error", "bacnet_only"] = "error"
+
+    @property
+    def served(self) -> bool:
+        return self.tcp.enabled or self.rtu.enabled
+
     tcp: ModbusTcpSection = ModbusTcpSection()
     rtu: ModbusRtuSection = ModbusRtuSection()
 
@@ -324,16 +344,18 @@ class AlarmSection(_Strict):
             raise ValueError("use 1-64 letters, digits, '_', '.', '-'")
         return v
 
-    @model_validator(mode="after")
-    def _unique_sensors(self) -> Self:
+    def problems(self, where: str) -> list[str]:
+        """What is wrong with the rule on its own; checked with the rest of the configuration
+        (Settings._alarm_problems) so that every problem is reported at once."""
+        problems = []
         if len(set(self.sensors)) != len(self.sensors):
-            raise ValueError(f"alarm {self.id!r}: a sensor is listed twice")
+            problems.append(f"{where}.sensors: a sensor is listed twice")
         if self.hysteresis > self.threshold:
-            raise ValueError(
-                f"alarm {self.id!r}: hysteresis {self.hysteresis:g} is larger than the threshold "
-                f"{self.threshold:g}; the alarm could never clear"
+            problems.append(
+                f"{where}.hysteresis = {self.hysteresis:g}: larger than the threshold "
+                f"{self.threshold:g}, so the alarm could never clear (allowed: 0..threshold)"
             )
-        return self
+        return problems
 
     def spec(self) -> RuleSpec:
         return RuleSpec(id=self.id, name=self.name, number=self.number)
@@ -384,11 +406,15 @@ class Settings(BaseSettings):
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
         if not problems:
-            # Without Modbus the register map is not served: its range does not apply.
-            modbus = self.modbus.tcp.enabled or self.modbus.rtu.enabled
-            problems.extend(find_conflicts(self.points(), modbus=modbus))
+            m = self.modbus
+            check_addresses = (
+                m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error"
+            )
+            problems.extend(find_conflicts(self.points(), modbus=check_addresses))
+            problems.extend(self._modbus_unit_problems())
         if problems:
-            raise ValueError(summarise_problems(problems))
+            # one line each in describe_errors, and only the first few of thousands
+            raise ValueError("\n".join(summarise_problems(problems)))
         return self
 
     def _alarm_problems(self) -> list[str]:
@@ -406,6 +432,7 @@ class Settings(BaseSettings):
         outputs: dict[tuple[object, ...], int] = {}
         serial: dict[str, tuple[int, ModbusCoilOutput]] = {}
         for i, a in enumerate(self.alarms):
+            problems.extend(a.problems(f"alarms[{i}]"))
             for sid in a.sensors:
                 if sid not in known:
                     problems.append(f"alarms[{i}].sensors: {sid!r} is not a configured sensor")
@@ -436,6 +463,27 @@ class Settings(BaseSettings):
                 outputs.setdefault(key, i)
         return problems
 
+    def _modbus_unit_problems(self) -> list[str]:
+        """unit_per_sensor addressing: unit ids are sensor numbers, so they must fit and not
+        collide with the gateway's own unit id."""
+        m = self.modbus
+        if not m.served or m.addressing != "unit_per_sensor":
+            return []
+        problems: list[str] = []
+        for i, s in enumerate(self.sensors):
+            if s.number == m.gateway_unit_id:
+                problems.append(
+                    f"sensors[{i}].number: {s.number} is modbus.gateway_unit_id, the gateway's "
+                    "own unit id; choose another gateway_unit_id (1..247)"
+                )
+            elif s.number > 247 and m.unaddressable_sensors == "error":
+                problems.append(
+                    f"sensors[{i}].number: {s.number} has no Modbus unit id (1..247) with "
+                    'modbus.addressing = "unit_per_sensor"; renumber it, or set '
+                    'modbus.unaddressable_sensors = "bacnet_only"'
+                )
+        return problems
+
     def sensor_specs(self) -> list[SensorSpec]:
         return [s.spec() for s in self.sensors]
 
@@ -460,11 +508,10 @@ _RESOLVED: dict[int, tuple[Settings, list[ResolvedPoint]]] = {}
 MAX_PROBLEMS_SHOWN = 10
 
 
-def summarise_problems(problems: list[str]) -> str:
+def summarise_problems(problems: list[str]) -> list[str]:
     """The first few problems and a count: a site-sized config can have thousands."""
-    shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
     rest = len(problems) - MAX_PROBLEMS_SHOWN
-    return shown if rest <= 0 else f"{shown}; and {rest} more"
+    return problems if rest <= 0 else [*problems[:MAX_PROBLEMS_SHOWN], f"... and {rest} more"]
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -478,7 +525,10 @@ def describe_errors(exc: ValidationError) -> list[str]:
             continue
         value = err.get("input")
         shown = "(hidden)" if _secret_key(key) else _short(_redact(value))
-        lines.append(f"{key} = {shown}: {msg}" if key != "(top level)" else msg)
+        if key == "(top level)":
+            lines.extend(msg.splitlines())
+        else:
+            lines.append(f"{key} = {shown}: {msg}")
     return lines
 
 
@@ -528,7 +578,23 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings(**data)
     except ValidationError as exc:
         where = f"{path}: " if path else ""
-        raise ConfigError("\n".join(where + line for line in describe_errors(exc))) from None
+        lines = describe_errors(exc) + _cross_problems_despite(exc, data)
+        raise ConfigError("\n".join(where + line for line in lines)) from None
+
+
+def _cross_problems_despite(exc: ValidationError, data: dict[str, Any]) -> list[str]:
+    """The checks across sections (alarms against sensors, duplicate numbers, ...) run only
+    once every section is valid. So that one run reports every problem, run them again with
+    the broken sections (other than the sensor and alarm lists, which they are about) left at
+    their defaults, and add what they find."""
+    broken = {err["loc"][0] for err in exc.errors() if err["loc"]}
+    if not broken or broken & {"sensors", "alarms"} or not broken <= set(data):
+        return []
+    try:
+        Settings(**{k: v for k, v in data.items() if k not in broken})
+    except ValidationError as again:
+        return [line for line in describe_errors(again) if line not in describe_errors(exc)]
+    return []
 
 
 DEFAULT_CONFIG_NAME = "default.toml"

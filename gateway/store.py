@@ -9,6 +9,13 @@ Now and then (and at shutdown) the changed sensors are written as snapshots, eac
 (temporary file, fsync, rename, fsync of the directory), and the journal starts afresh. At start
 the snapshots are loaded and the journal replayed; each snapshot remembers the last record it
 holds, so a record is never applied twice, even after a crash between the two steps.
+
+One generation back is kept: a snapshot replaces `<sensor>.json` only after the old one became
+`<sensor>.json.prev`, and a journal with records becomes `journal.jsonl.prev` when it starts
+afresh. A snapshot that cannot be used (damaged, or written by a newer version) is set aside and
+the previous one loaded, with both journals replayed from its sequence. Before snapshots are
+written the journal gets a mark with the highest sequence they hold, so a snapshot that claims
+more than the journals ever saw is recognised at start, rather than silently skipping records.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import GatewayError
-from gateway.state import GatewayState
+from gateway.state import STATE_VERSION, GatewayState
 
 log = logging.getLogger("gateway.store")
 
@@ -63,26 +70,48 @@ def _dumps(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+_TAIL_CHUNK = 1 << 20
+
+
+def _after_last_newline(fd: int, size: int) -> int:
+    """The offset just past the file's last newline (0 if it has none), read from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            return start + found + 1
+        end = start
+    return 0
+
+
 class Journal:
     """An append-only file of JSON lines, fsynced per batch."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.previous = path.with_name(path.name + ".prev")
         self._fd: int | None = None
         self.size = 0
+        self._has_records = False
 
     def open(self) -> None:
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
         self.size = os.fstat(self._fd).st_size
-        # A torn last line (a crash mid-append) must not swallow the next record: cut it off.
-        if self.size:
-            tail = os.pread(self._fd, min(self.size, 1 << 20), max(0, self.size - (1 << 20)))
-            keep = self.size - len(tail) + tail.rfind(b"\n") + 1
-            if keep != self.size:
-                os.ftruncate(self._fd, keep)
-                os.fsync(self._fd)
-                self.size = keep
+        self._has_records = self.size > 0
+        # A torn last line (a crash mid-append) must not swallow the next record: cut it off,
+        # however long it is (one batch can be megabytes).
+        keep = _after_last_newline(self._fd, self.size)
+        if keep != self.size:
+            log.warning(
+                "journal %s: cut %d bytes of an unfinished record (a crash mid-write)",
+                self.path,
+                self.size - keep,
+            )
+            os.ftruncate(self._fd, keep)
+            os.fsync(self._fd)
+            self.size = keep
         if created:
             _fsync_dir(self.path.parent)
 
@@ -104,6 +133,12 @@ class Journal:
                 os.ftruncate(self._fd, self.size)
             raise
         self.size += len(data)
+        self._has_records = True
+
+    def mark(self, seq: int) -> None:
+        """Record that snapshots up to `seq` are about to be written (see the module doc)."""
+        if self._fd is not None:
+            self.append(_dumps({"mark": seq}) + b"\n")
 
     def records(self) -> list[dict[str, Any]]:
         """Every complete record; a torn last line (crash mid-append, never acknowledged) is
@@ -128,10 +163,17 @@ class Journal:
         return out
 
     def restart(self) -> None:
-        """Replace the journal with an empty one (after a snapshot made it redundant)."""
+        """Replace the journal with an empty one (after a snapshot made it redundant), keeping
+        the old one as the previous generation when it held anything."""
         self.close()
+        if self._has_records:
+            os.replace(self.path, self.previous)
         atomic_write(self.path, b"")
         self.open()
+
+    def previous_records(self) -> list[dict[str, Any]]:
+        """The records of the previous generation (empty when there is none)."""
+        return Journal(self.previous).records()
 
 
 class StateStore:
@@ -170,42 +212,100 @@ class StateStore:
         """Restore snapshots, then replay the journal; damaged files are set aside, never fatal.
         Returns how many sensors had a snapshot."""
         restored = 0
+        fallbacks: list[str] = []
         for sensor_id in list(state.ids()):
-            if self._load_snapshot(state, sensor_id):
-                restored += 1
+            loaded = self._load_snapshot(state, sensor_id)
+            restored += loaded is not None
+            if loaded == "previous":
+                fallbacks.append(sensor_id)
+        records = self.journal.previous_records() + self.journal.records()
+        seqs = [r["s"] for r in records if type(r.get("s")) is int]
+        marks = [r["mark"] for r in records if type(r.get("mark")) is int]
+        high = max(seqs + marks, default=0)
+        for sensor_id in fallbacks:
+            self._check_fallback(sensor_id, state.sensors[sensor_id].applied_seq, seqs)
+        ahead = {
+            sid: _Ahead(state.sensors[sid].applied_seq)
+            for sid in state.ids()
+            if state.sensors[sid].applied_seq > high
+        }
         replayed = 0
         state.replaying = True
         try:
-            for record in self.journal.records():
+            for record in records:
+                if "mark" in record:
+                    continue
                 try:
-                    replayed += state.replay(record)
+                    check = ahead.get(str(record.get("id")))
+                    admitted = record if check is None else check.admit(record, state)
+                    if admitted is not None:
+                        replayed += state.replay(admitted)
                 except (KeyError, TypeError, ValueError) as exc:
                     log.error("journal record skipped: %s", exc)
         finally:
             state.replaying = False
+        state.seq = max(state.seq, high)
+        for sensor_id, check in ahead.items():
+            check.report(sensor_id, high)
         if replayed:
             log.info("replayed %d journal records", replayed)
         state.journal.clear()
         return restored
 
-    def _load_snapshot(self, state: GatewayState, sensor_id: str) -> bool:
+    def _check_fallback(self, sensor_id: str, seq: int, seqs: list[int]) -> None:
+        # The journals cover every record after the oldest one they hold; a previous snapshot
+        # older than that may miss records that only an older journal had.
+        oldest = min(seqs, default=None)
+        if oldest is not None and seq < oldest - 1:
+            log.error(
+                "sensor %s: the previous snapshot (sequence %d) is older than the journals "
+                "(from %d): records in between are lost; its totals may be low",
+                sensor_id,
+                seq,
+                oldest,
+            )
+        else:
+            log.warning(
+                "sensor %s: restored from the previous snapshot (sequence %d) and the journal",
+                sensor_id,
+                seq,
+            )
+
+    def _load_snapshot(self, state: GatewayState, sensor_id: str) -> str | None:
+        """Load the sensor's snapshot, else its previous one; which one, or None."""
         path = self.path_for(sensor_id)
+        if self._load_file(state, sensor_id, path):
+            return "current"
+        previous = path.with_name(path.name + ".prev")
+        if previous.exists() and self._load_file(state, sensor_id, previous):
+            return "previous"
+        if previous.exists() or path.exists():
+            log.error("sensor %s: no usable snapshot; starting from the journal alone", sensor_id)
+        return None
+
+    def _load_file(self, state: GatewayState, sensor_id: str, path: Path) -> bool:
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             return False
         except OSError as exc:
-            log.error("state of sensor %s unreadable (%s); starting empty", sensor_id, exc)
+            log.error("state of sensor %s unreadable (%s)", sensor_id, exc)
             return False
         try:
-            state.restore(sensor_id, json.loads(raw))
-        except (ValueError, TypeError, KeyError, ArithmeticError) as exc:
+            doc = json.loads(raw)
+            version = doc.get("version") if isinstance(doc, dict) else None
+            if type(version) is int and version > STATE_VERSION:
+                reason = f"written by a newer vs121-gateway (state version {version}, this one"
+                raise ValueError(f"{reason} reads {STATE_VERSION})")
+            state.restore(sensor_id, doc)
+        except (ValueError, TypeError, KeyError, ArithmeticError, AttributeError) as exc:
             aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
             with contextlib.suppress(OSError):
                 path.rename(aside)
             log.error(
-                "state of sensor %s damaged (%s); kept as %s, starting empty",
+                "state of sensor %s in %s unusable (%s); kept as %s",
                 sensor_id,
+                path.name,
                 exc,
                 aside.name,
             )
@@ -213,8 +313,71 @@ class StateStore:
         return True
 
     def write_snapshots(self, docs: dict[str, bytes]) -> None:
+        if not docs:
+            return
+        # Only an aid for the start-up check: a full disk must not stop the snapshot for it.
+        with contextlib.suppress(OSError):
+            self.journal.mark(max(_applied_seq(doc) for doc in docs.values()))
         for sensor_id, data in docs.items():
-            atomic_write(self.path_for(sensor_id), data)
+            path = self.path_for(sensor_id)
+            tmp = path.with_name(f".{path.name}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # The one being replaced becomes the previous generation, kept as a fallback.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(path, path.with_name(path.name + ".prev"))
+            os.replace(tmp, path)
+        _fsync_dir(self.sensor_dir)
+
+
+_APPLIED_SEQ = re.compile(rb'"applied_seq":\s*([0-9]+)')
+
+
+def _applied_seq(doc: bytes) -> int:
+    """The sequence a serialised snapshot holds (its last key, so searched from the end)."""
+    found = _APPLIED_SEQ.search(doc, max(0, len(doc) - 64))
+    return int(found.group(1)) if found else 0
+
+
+class _Ahead:
+    """Replay for a snapshot whose sequence is past everything the journals hold: its records
+    cannot be judged by sequence, so each is judged by its report key instead."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.applied = self.known = self.unkeyed = 0
+
+    def admit(self, record: dict[str, Any], state: GatewayState) -> dict[str, Any] | None:
+        key = record.get("k")
+        if key is None:
+            self.unkeyed += 1  # cannot tell whether the snapshot holds it; never doubled
+            return None
+        if key in state.sensors[record["id"]].seen:
+            self.known += 1
+            return None
+        self.applied += 1
+        self.seq += 1
+        return {**record, "s": self.seq}  # renumbered past the snapshot, so it is applied
+
+    def report(self, sensor_id: str, high: int) -> None:
+        if self.applied or self.known or self.unkeyed:
+            log.error(
+                "sensor %s: its snapshot (sequence %d) is ahead of the journal (%d); journal "
+                "records checked by report key: %d applied, %d already in the snapshot, %d "
+                "without a key skipped",
+                sensor_id,
+                self.seq - self.applied,
+                high,
+                self.applied,
+                self.known,
+                self.unkeyed,
+            )
 
 
 class Committer:
@@ -278,6 +441,12 @@ class Committer:
         started = time.perf_counter()
         try:
             if snapshot:
+                if records:
+                    # Journaled too, so a fallback to the previous snapshot can replay them; a
+                    # full disk must not block the snapshot that empties the journal, though.
+                    data = b"".join(_dumps(r) + b"\n" for r in records)
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(self._store.journal.append, data)
                 await self._snapshot()
             elif records:
                 data = b"".join(_dumps(r) + b"\n" for r in records)

@@ -249,7 +249,7 @@ def modbus_tables(rp: ResolvedPoint) -> tuple[str, ...]:
 
 def find_conflicts(points: Sequence[ResolvedPoint], *, modbus: bool = True) -> list[str]:
     """Every duplicate BACnet identifier or name, overlapping or out-of-range Modbus address
-    (the Modbus checks only with `modbus`: without a Modbus server the map is not served)."""
+    (Modbus only with `modbus`: addresses matter only where Modbus is served)."""
     problems: list[str] = []
     seen_ids: dict[tuple[ObjectType, int], ResolvedPoint] = {}
     seen_names: dict[str, ResolvedPoint] = {}

@@ -110,8 +110,8 @@ def test_check_config_names_key_value_and_allowed(tmp_path: Path) -> None:
     assert "sensors[0].model = 'vs999'" in out.stderr
 
 
-def test_check_config_ok_for_examples() -> None:
-    for example in sorted((ROOT / "config").glob("*.toml")):
-        out = run("check-config", str(example))
-        assert out.returncode == 0, out.stderr
-        assert "OK" in out.stdout
+def test_check_config_ok_for_the_demo_example() -> None:
+    # The site examples need the secrets their comments name: see test_config_safety.
+    out = run("check-config", str(ROOT / "config" / "loopback-demo.toml"))
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout

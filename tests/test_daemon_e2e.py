@@ -136,7 +136,7 @@ BAD_INPUTS = [
         json.dumps(
             {"deviceInfo": {"devEui": HALL}, "fCnt": 9, "fPort": 0, "data": "BMk="}
         ).encode(),
-        "decode_error",
+        "mac_only",  # fPort 0 carries MAC commands only
         "chirpstack",
     ),
     (

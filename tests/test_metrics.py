@@ -8,6 +8,8 @@ import sys
 import threading
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import (
     CONTENT_TYPE,
@@ -261,6 +263,10 @@ vs121gw_bacnet_fd_registered 0
 # TYPE vs121gw_downlinks_total counter
 # HELP vs121gw_duplicates_total Reports dropped as repeats of one already applied.
 # TYPE vs121gw_duplicates_total counter
+# HELP vs121gw_lines_refused_total Reports without a usable time: line counts left out.
+# TYPE vs121gw_lines_refused_total counter
+# HELP vs121gw_mac_only_total Uplinks with MAC commands only (fPort 0).
+# TYPE vs121gw_mac_only_total counter
 # HELP vs121gw_messages_total Messages received, by source and what became of them.
 # TYPE vs121gw_messages_total counter
 # HELP vs121gw_modbus_requests_total Modbus requests answered, by transport and outcome.
@@ -346,3 +352,45 @@ def test_default_metrics_are_independent_unless_sharing_a_registry() -> None:
     assert b.unknown_devices.value() == 0
     with pytest.raises(ValueError, match="already registered"):
         default_metrics(a.registry)
+
+
+def _scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample as a Prometheus server reads it (prometheus_client's own parser)."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_scrape_reads_the_same_names_labels_and_values_from_both_exporters() -> None:
+    """The values live in prometheus_client: its own exporter and ours must agree."""
+    m = default_metrics()
+    m.messages.inc(3, source="mqtt", outcome="accepted")
+    m.modbus_requests.inc(transport="tcp", outcome="ok")
+    m.queue_depth.set_function(lambda: 5, source="http")
+    m.state_write_seconds.observe(0.5)
+    ours = _scraped(m.registry.render())
+    theirs = {
+        k: v
+        for k, v in _scraped(generate_latest(m.registry.collector_registry).decode()).items()
+        if not k[0].endswith("_created")
+    }
+    assert ours == theirs
+    assert ours[("vs121gw_messages_total", (("outcome", "accepted"), ("source", "mqtt")))] == 3
+    assert ours[("vs121gw_modbus_requests_total", (("outcome", "ok"), ("transport", "tcp")))] == 1
+    assert ours[("vs121gw_queue_depth", (("source", "http"),))] == 5
+    assert ours[("vs121gw_state_write_seconds_count", ())] == 1
+
+
+def test_a_gauge_set_after_a_callback_shows_the_set_value() -> None:
+    r = Registry()
+    plain = r.gauge("plain", "Plain.")
+    labelled = r.gauge("labelled", "Labelled.", ("k",))
+    plain.set_function(lambda: 9)
+    labelled.set_function(lambda: 9, k="a")
+    plain.set(2)
+    labelled.set(3, k="a")
+    assert plain.value() == 2
+    assert labelled.value(k="a") == 3
+    assert r.render().splitlines()[2::3] == ['labelled{k="a"} 3', "plain 2"]

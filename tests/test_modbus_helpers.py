@@ -238,8 +238,14 @@ def modbus_config(
     missing_port: str = "wait",
     local_echo: bool = False,
     rs485: bool = False,
+    tcp_options: Mapping[str, object] | None = None,
+    addressing: str = "blocks",
+    gateway_unit_id: int = 247,
 ) -> ModbusSection:
-    tcp = ModbusTcpSection(enabled=tcp_port is not None, host=HOST, port=tcp_port or 5020)
+    tcp = ModbusTcpSection.model_validate(
+        {"enabled": tcp_port is not None, "host": HOST, "port": tcp_port or 5020}
+        | dict(tcp_options or {})
+    )
     rtu = ModbusRtuSection.model_validate(
         {
             "enabled": rtu_port is not None,
@@ -252,7 +258,15 @@ def modbus_config(
             "rs485": rs485,
         }
     )
-    return ModbusSection.model_validate({"word_order": word_order, "tcp": tcp, "rtu": rtu})
+    return ModbusSection.model_validate(
+        {
+            "word_order": word_order,
+            "tcp": tcp,
+            "rtu": rtu,
+            "addressing": addressing,
+            "gateway_unit_id": gateway_unit_id,
+        }
+    )
 
 
 # -- expected register contents, computed independently -------------------------------------

@@ -7,6 +7,7 @@ A pty ignores baud rate and parity, so these tests cover framing and behaviour, 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import struct
@@ -335,6 +336,92 @@ async def test_local_echo_is_not_taken_for_a_request(rtu_factory: RigFactory) ->
     finally:
         master.close()
     assert rig.commands.resets == ["lobby"]
+
+
+@pytest.mark.asyncio
+async def test_a_broadcast_write_is_not_executed(rtu_factory: RigFactory) -> None:
+    rig = await rtu_factory()
+    master = RawMaster(rig.pair.master_path)
+    try:
+        master.send(with_crc(struct.pack(">BBHH", 0, 5, LOBBY_BASE + 20, 0xFF00)))
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+        assert master.pending == b""
+    finally:
+        master.close()
+    assert rig.commands.resets == []
+    assert ("rtu", "not_addressed") in rig.requests
+
+
+# -- following the bus: nothing inside another slave's reply is a request ------------------------
+
+RESET_LOBBY = with_crc(struct.pack(">BBHH", 1, 5, LOBBY_BASE + 20, 0xFF00))
+
+
+def reply_hiding(frame: bytes, unit: int = 2) -> bytes:
+    """Slave `unit`'s answer to "read 10 holding registers" whose data holds `frame` whole."""
+    data = b"\x00\x07\x01\x01" + frame + bytes(20 - 4 - len(frame))
+    return with_crc(bytes((unit, 3, len(data))) + data)
+
+
+async def deliver_in_pieces(master: RawMaster, frame: bytes, cuts: tuple[int, ...]) -> None:
+    """As a USB adapter hands a reply over: in bursts a few milliseconds apart."""
+    edges = (0, *cuts, len(frame))
+    for a, b in itertools.pairwise(edges):
+        master.send(frame[a:b])
+        await asyncio.sleep(0.01)  # line timing being simulated, not a synchronisation
+
+
+@pytest.mark.asyncio
+async def test_a_frame_inside_another_slaves_reply_is_never_executed(
+    rtu_factory: RigFactory,
+) -> None:
+    rig = await rtu_factory()
+    master = RawMaster(rig.pair.master_path)
+    try:
+        reply = reply_hiding(RESET_LOBBY)
+        assert RESET_LOBBY in reply
+        # The second slave's reply arrives cut right around the hidden "write coil" frame.
+        master.send(read_request(2, 3, 0, 10))
+        await deliver_in_pieces(master, reply, (7, 15, 20))
+        # The same hidden frame inside an exception-free reply after a retried request.
+        master.send(read_request(2, 3, 0, 10))
+        master.send(read_request(2, 3, 0, 10))
+        await deliver_in_pieces(master, reply, (3, 7, 15))
+        with pytest.raises(TimeoutError):
+            await master.receive(1, within_s=0.3)  # we said nothing on the line
+        # The scanner is not stuck: our own request is answered as usual.
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+    finally:
+        master.close()
+    assert rig.commands.resets == []
+    assert ("rtu", "bad_frame") not in rig.requests
+
+
+@pytest.mark.asyncio
+async def test_a_silent_or_failing_other_slave_does_not_hide_our_request(
+    rtu_factory: RigFactory,
+) -> None:
+    rig = await rtu_factory()
+    master = RawMaster(rig.pair.master_path)
+    try:
+        master.send(read_request(2, 3, 0, 10))  # slave 2 never answers; the master moves on
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+        master.send(read_request(3, 3, 0, 10))  # slave 3 answers with an exception
+        master.send(with_crc(bytes([3, 0x83, 2])))
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+        # A reply cut short by a dead adapter: the line goes quiet, then the master asks us.
+        master.send(read_request(2, 3, 0, 10))
+        master.send(reply_hiding(RESET_LOBBY)[:16])
+        await asyncio.sleep(0.2)  # longer than the noise timeout: the line is quiet
+        master.send(read_request(1, 4, 0, 1))
+        assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
+    finally:
+        master.close()
+    assert rig.commands.resets == []
 
 
 # -- the port coming and going -----------------------------------------------------------------

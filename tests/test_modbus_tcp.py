@@ -402,15 +402,32 @@ async def test_malformed_header_closes_the_connection(rig_factory: RigFactory) -
 
 
 @pytest.mark.asyncio
-async def test_connections_beyond_the_limit_are_closed(rig_factory: RigFactory) -> None:
+async def test_a_newcomer_beyond_the_limit_takes_the_idle_slot(rig_factory: RigFactory) -> None:
     rig = await rig_factory(max_connections=1)  # the rig's own client holds the one slot
     reader, writer = await asyncio.open_connection(HOST, rig.port)
     try:
         writer.write(struct.pack(">HHHBBHH", 1, 0, 6, 1, 3, 0, 1))
-        assert await asyncio.wait_for(reader.read(100), 2) == b""
+        assert len(await asyncio.wait_for(reader.readexactly(11), 2)) == 11
     finally:
         writer.close()
-    assert not (await rig.client.read_holding_registers(0, count=1)).isError()
+    assert rig.server.tcp_connections <= 1
+
+
+@pytest.mark.asyncio
+async def test_a_function_code_with_the_exception_bit_gets_no_answer(
+    rig_factory: RigFactory,
+) -> None:
+    """`83 01` would read as an exception to function 3: such a request gets silence."""
+    rig = await rig_factory()
+    reader, writer = await asyncio.open_connection(HOST, rig.port)
+    try:
+        writer.write(struct.pack(">HHHBBHH", 1, 0, 6, 1, 0x83, 0, 1))
+        writer.write(struct.pack(">HHHBBHH", 2, 0, 6, 1, 3, 0, 1))
+        answer = await asyncio.wait_for(reader.readexactly(11), 2)
+        assert struct.unpack(">HHHBB", answer[:8]) == (2, 0, 5, 1, 3)  # only the second
+    finally:
+        writer.close()
+    assert ("tcp", "bad_frame") in rig.requests
 
 
 @pytest.mark.asyncio

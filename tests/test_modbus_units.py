@@ -200,6 +200,41 @@ def test_scanner_finds_every_frame_however_the_bytes_arrive(
     assert scanner.pending == 0
 
 
+_HIDDEN = with_crc(bytes([1, 5, 0, 220, 0xFF, 0]))  # "write coil 220" for our unit id
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    before=st.binary(max_size=60),
+    after=st.binary(max_size=60),
+    hide=st.booleans(),
+    cuts=st.lists(st.integers(1, 16), min_size=1, max_size=30),
+)
+def test_scanner_never_takes_a_frame_inside_another_slaves_reply(
+    before: bytes, after: bytes, hide: bool, cuts: list[int]
+) -> None:
+    data = before + (_HIDDEN if hide else b"") + after
+    data += bytes(len(data) % 2)  # whole registers
+    words = len(data) // 2
+    request = with_crc(bytes([2, 3, 0, 0, 0, words]))
+    reply = with_crc(bytes([2, 3, len(data)]) + data)
+    ours = with_crc(bytes([1, 4, 0, 0, 0, 1]))
+    stream = request + reply + ours
+    scanner = FrameScanner(lambda unit: unit == 1)
+    found: list[Frame] = []
+    pos, i = 0, 0
+    while pos < len(stream):
+        step = cuts[i % len(cuts)]
+        scanner.feed(stream[pos : pos + step])
+        found.extend(scanner.frames())
+        pos, i = pos + step, i + 1
+    assert [(f.unit, f.pdu, f.request) for f in found] == [
+        (2, request[1:-2], True),
+        (2, reply[1:-2], False),
+        (1, ours[1:-2], True),
+    ]
+
+
 # -- layout --------------------------------------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from test_modbus_helpers import SocatPair
 
-from gateway.relay.drivers import GpioDriver, Masters, ModbusCoilDriver
-from gateway.relay.modbus_master import OutputError, RtuMaster, TcpMaster
+from gateway.modbus.master import CoilMaster, ModbusMasterError
+from gateway.relay.drivers import GpioDriver, Masters, ModbusCoilDriver, OutputError
 from gateway.relay.output import OutputWorker
 from gateway.settings import GpioOutput, ModbusCoilOutput
 
@@ -137,20 +137,20 @@ async def test_rtu_driver_switches_a_coil_of_a_pymodbus_slave(
 
 async def test_rtu_exception_and_silence_are_errors(rtu: tuple[RelayModule, SocatPair]) -> None:
     module, pair = rtu
-    master = RtuMaster(str(pair.slave_path), timeout=0.3)
+    master = CoilMaster.rtu(str(pair.slave_path), timeout=0.3)
     try:
-        with pytest.raises(OutputError, match="exception 02"):
+        with pytest.raises(ModbusMasterError, match="exception 02"):
             await master.write_coil(UNIT, 40, True)  # no such coil
         await module.stop()  # the module goes silent
-        with pytest.raises(OutputError, match="no reply"):
+        with pytest.raises(ModbusMasterError, match="no reply"):
             await master.write_coil(UNIT, 5, True)
     finally:
         await master.close()
 
 
 async def test_rtu_port_that_does_not_exist(tmp_path: Path) -> None:
-    master = RtuMaster(str(tmp_path / "ttyNOPE"))
-    with pytest.raises(OutputError, match="cannot open"):
+    master = CoilMaster.rtu(str(tmp_path / "ttyNOPE"))
+    with pytest.raises(ModbusMasterError, match="cannot open"):
         await master.write_coil(1, 0, True)
 
 
@@ -246,8 +246,8 @@ async def test_tcp_driver_switches_a_coil_and_reconnects() -> None:
 
 
 async def test_tcp_master_refused_connection() -> None:
-    master = TcpMaster("127.0.0.1", free_port(), timeout=0.5)
-    with pytest.raises(OutputError):
+    master = CoilMaster.tcp("127.0.0.1", free_port(), timeout=0.5)
+    with pytest.raises(ModbusMasterError, match="cannot connect"):
         await master.write_coil(1, 0, True)
     await master.close()
 

@@ -107,9 +107,10 @@ def test_damaged_snapshot_is_set_aside(tmp_path: Path, caplog: pytest.LogCapture
     asyncio.run(committed(tmp_path, [("s1", 1, 3)], snapshot=True))
     (tmp_path / "sensors" / "s1.json").write_text('{"version": 1, "id": "s1"')
     state = reopen(tmp_path)
-    assert total_in(state, "s1") == 0
+    # No previous snapshot yet: the previous journal still holds the record.
+    assert total_in(state, "s1") == 3
     assert any(p.name.startswith("s1.json.damaged-") for p in (tmp_path / "sensors").iterdir())
-    assert "state of sensor s1 damaged" in caplog.text
+    assert "state of sensor s1 in s1.json unusable" in caplog.text
 
 
 def test_callbacks_run_only_after_the_batch_is_written(tmp_path: Path) -> None:
@@ -181,6 +182,34 @@ def test_torn_tail_is_cut_before_the_next_append(tmp_path: Path) -> None:
     assert [json.loads(line)["s"] for line in lines] == [1, 2]
 
 
+@pytest.mark.parametrize("torn", [3 * (1 << 20) // 2, 5 * (1 << 20) + 7])
+def test_torn_tail_over_a_mebibyte_is_cut_whole(tmp_path: Path, torn: int) -> None:
+    # A batch of many records torn mid-write: more than one read chunk without a newline.
+    asyncio.run(committed(tmp_path, [("s1", 1, 3)], snapshot=False))
+    path = tmp_path / "journal.jsonl"
+    complete = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(b'{"s":2,"id":"s1","d":{"x":"' + b"y" * torn)
+    asyncio.run(committed(tmp_path, [("s1", 3, 4)], snapshot=False))
+    # The record acknowledged after the tear survives the next start, and the one after it.
+    assert total_in(reopen(tmp_path), "s1") == 7
+    lines = path.read_bytes().splitlines()
+    assert [json.loads(line)["s"] for line in lines] == [1, 2]
+    assert path.stat().st_size < complete * 3
+    asyncio.run(committed(tmp_path, [("s1", 5, 1)], snapshot=False))
+    assert total_in(reopen(tmp_path), "s1") == 8
+
+
+def test_journal_without_any_newline_is_emptied(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    path.write_bytes(b"x" * (2 * (1 << 20) + 1))
+    journal = Journal(path)
+    journal.open()
+    journal.append(b'{"a":1}\n')
+    journal.close()
+    assert journal.records() == [{"a": 1}]
+
+
 def test_failed_append_leaves_no_partial_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,3 +236,81 @@ def test_failed_append_leaves_no_partial_batch(
     journal.append(b'{"c":3}\n')
     journal.close()
     assert journal.records() == [{"a": 1}, {"c": 3}]
+
+
+def three_generations(directory: Path) -> None:
+    """s1: 3 in a snapshot, +5 in the next snapshot, +1 in the journal only (9 in all)."""
+    asyncio.run(committed(directory, [("s1", 1, 3)], snapshot=True))
+    asyncio.run(committed(directory, [("s1", 2, 5), ("s2", 3, 2)], snapshot=True))
+    asyncio.run(committed(directory, [("s1", 4, 1)], snapshot=False))
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (b'{"version": 2, "id": "s1", "val', "Unterminated string"),
+        (b"\x00" * 100, "Expecting value"),
+        (None, "written by a newer vs121-gateway (state version 99, this one reads 2)"),
+    ],
+    ids=["cut", "zeros", "newer-version"],
+)
+def test_unusable_snapshot_falls_back_to_the_previous_generation(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: bytes | None, reason: str
+) -> None:
+    three_generations(tmp_path)
+    current = tmp_path / "sensors" / "s1.json"
+    assert (tmp_path / "sensors" / "s1.json.prev").exists()
+    if damage is None:
+        doc = json.loads(current.read_bytes())
+        doc["version"] = 99
+        doc["lines"]["total_in"] = 1234  # a newer gateway's numbers are never half-read
+        damage = json.dumps(doc).encode()
+    current.write_bytes(damage)
+    state = reopen(tmp_path)
+    assert total_in(state, "s1") == 9
+    assert total_in(state, "s2") == 2
+    assert reason in caplog.text
+    assert "sensor s1: restored from the previous snapshot" in caplog.text
+    aside = [p for p in (tmp_path / "sensors").iterdir() if p.name.startswith("s1.json.damaged-")]
+    assert [p.read_bytes() for p in aside] == [damage]  # kept for a look, never deleted
+
+
+def test_fallback_then_snapshot_then_restart_never_doubles(tmp_path: Path) -> None:
+    three_generations(tmp_path)
+    (tmp_path / "sensors" / "s1.json").write_bytes(b"{")
+    asyncio.run(committed(tmp_path, [("s1", 5, 10)], snapshot=True))
+    assert total_in(reopen(tmp_path), "s1") == 19
+    asyncio.run(committed(tmp_path, [("s1", 6, 1)], snapshot=False))
+    assert total_in(reopen(tmp_path), "s1") == 20
+    assert total_in(reopen(tmp_path), "s1") == 20
+
+
+def test_snapshot_ahead_of_the_journal_skips_nothing_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    asyncio.run(committed(tmp_path, [("s1", 1, 3)], snapshot=True))
+    asyncio.run(committed(tmp_path, [("s1", 2, 5), ("s1", 1, 3)], snapshot=False))  # + a repeat
+    path = tmp_path / "sensors" / "s1.json"
+    doc = json.loads(path.read_bytes())
+    doc["applied_seq"] = 1000  # e.g. a snapshot from another state directory
+    atomic_write(path, json.dumps(doc).encode())
+    state = reopen(tmp_path)
+    assert total_in(state, "s1") == 8  # k2 was not in the snapshot: applied; k1 was: not again
+    assert "sensor s1: its snapshot (sequence 1000) is ahead of the journal" in caplog.text
+    assert "1 applied, 1 already in the snapshot" in caplog.text
+    assert total_in(reopen(tmp_path), "s1") == 8
+    # New records are numbered past the snapshot, so the next start applies them normally.
+    asyncio.run(committed(tmp_path, [("s1", 7, 2)], snapshot=True))
+    asyncio.run(committed(tmp_path, [("s1", 8, 1)], snapshot=False))
+    assert total_in(reopen(tmp_path), "s1") == 11
+
+
+def test_snapshot_journal_marks_do_not_make_a_normal_start_ahead(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    three_generations(tmp_path)
+    asyncio.run(committed(tmp_path, [], snapshot=True))
+    asyncio.run(committed(tmp_path, [], snapshot=True))
+    assert total_in(reopen(tmp_path), "s1") == 9
+    assert "ahead" not in caplog.text
+    assert "previous snapshot" not in caplog.text

@@ -41,11 +41,18 @@ def interval(event: str) -> dict[str, Any]:
         **DEVICE,
         "timestamp": END,
         "period_start": START,
+        "dst_status": False,
     }
 
 
 def trigger(event: str) -> dict[str, Any]:
-    return {"event": event, "report_type": "trigger", **DEVICE, "timestamp": START}
+    return {
+        "event": event,
+        "report_type": "trigger",
+        **DEVICE,
+        "timestamp": START,
+        "dst_status": False,
+    }
 
 
 EXPECTED: dict[str, dict[str, Any]] = {
@@ -306,6 +313,12 @@ def test_missing_device_info_is_a_warning_only() -> None:
         ("UTC", DAY + 18 * 3600 + 15 * 60 + 52),
         ("UTC+0:00", DAY + 18 * 3600 + 15 * 60 + 52),
         ("GMT+5:45", DAY + 12 * 3600 + 30 * 60 + 52),  # 18:15:52 - 5:45 = 12:30:52 UTC
+        # Milesight firmware writes a zone name after the offset; only the offset is read.
+        ("UTC-0:00 WET/GMT", DAY + 18 * 3600 + 15 * 60 + 52),
+        ("UTC+8:00 China Standard Time", START),
+        ("(UTC-08:00) United States - Pacific", DAY + 86400 + 2 * 3600 + 15 * 60 + 52),
+        ("(UTC+05:30)Chennai, Kolkata", DAY + 12 * 3600 + 45 * 60 + 52),
+        ("UTC+8:00 " + "x" * 200, START),  # a long name is cut, not refused
     ],
 )
 def test_local_time_uses_timezone(zone: str, expected: int) -> None:
@@ -341,7 +354,9 @@ def test_dst_status_does_not_shift_the_offset() -> None:
     assert parse_report(report)["data"]["timestamp"] == START
 
 
-@pytest.mark.parametrize("zone", ["UTC+25:00", "UTC+8:75", "", "Asia/Shanghai", 8, None])
+@pytest.mark.parametrize(
+    "zone", ["UTC+25:00", "UTC+8:75", "", "Asia/Shanghai", "UTC+8:00China", "China UTC+8", 8, None]
+)
 def test_unreadable_timezone(zone: object) -> None:
     report = load("line_trigger")
     report["time_info"]["timezone"] = zone
@@ -699,13 +714,68 @@ def test_identity_changes_with_each_part(path: tuple[str, ...], value: object) -
     ("path", "value"),
     [
         (("device_info",), DELETE),
-        (("time_info", "end_time"), "never"),
+        (("time_info",), DELETE),
+        (("time_info", "end_time"), DELETE),
         (("event",), "Heat"),
         (("report_type",), "sometimes"),
     ],
 )
 def test_identity_needs_every_part(path: tuple[str, ...], value: object) -> None:
     assert report_identity(parse_report(changed("line_interval", path, value))) is None
+
+
+def test_identity_takes_the_serial_from_the_caller_when_the_report_has_none() -> None:
+    report = changed("line_interval", ("device_info",), DELETE)
+    key = report_identity(parse_report(report), "369362028335")
+    assert key == report_identity(parse_report(load("line_interval")))
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("time_info", "end_time"), "never"),
+        (("time_info", "timezone"), "Asia/Shanghai"),
+        (("time_info", "end_time"), "1970/01/01 08:10:00"),
+    ],
+)
+def test_identity_of_report_with_unreadable_time(path: tuple[str, ...], value: object) -> None:
+    # Stable for redeliveries (also with another snapshot), different for another period or
+    # other counts, so a report without a usable time is neither counted twice nor dropped.
+    report = changed("line_interval", path, value)
+    result = parse_report(report)
+    assert "timestamp" not in result["data"]
+    key = report_identity(result)
+    assert key is not None
+    again = copy.deepcopy(report)
+    again["snapshot"] = "another image"
+    assert report_identity(parse_report(again)) == key
+    later = copy.deepcopy(report)
+    later["time_info"]["start_time"] = "2022/12/20 19:15:52"
+    assert report_identity(parse_report(later)) != key
+    more = copy.deepcopy(report)
+    more["in_counted"] = 99
+    assert report_identity(parse_report(more)) != key
+
+
+def test_dst_flag_tells_apart_the_repeated_hour() -> None:
+    # The autumn change: the same local time and zone string, once in summer time, once not.
+    summer = changed("line_interval", ("time_info", "dst_status"), True)
+    winter = changed("line_interval", ("time_info", "dst_status"), False)
+    assert parse_report(summer)["data"]["timestamp"] == parse_report(winter)["data"]["timestamp"]
+    first, second = report_identity(parse_report(summer)), report_identity(parse_report(winter))
+    assert first is not None
+    assert second is not None
+    assert first != second
+    # Standard-time keys are those of reports without the flag, as before the flag was read.
+    assert second == report_identity(
+        parse_report(changed("line_interval", ("time_info", "dst_status"), DELETE))
+    )
+
+
+def test_dst_flag_of_wrong_type_is_a_warning() -> None:
+    result = parse_report(changed("line_interval", ("time_info", "dst_status"), "yes"))
+    assert result["errors"] == []
+    assert any("dst_status" in w for w in result["warnings"])
 
 
 # --- properties ------------------------------------------------------------------------------

@@ -49,8 +49,10 @@ Byte layouts follow the guide's tables and examples. The vendor's public encoder
 replies decoded in `vs121_responses`) differ in places; the guide's examples are what this encodes:
 f9 95 has a 2-byte time (vendor: 3 bytes), ff 46 a 1-byte debounce time (vendor: 2 bytes), f9 97
 is feature then enable (vendor: enable then feature), and the debug log is f9 89 00 <level>
-(vendor: f9 88). Two-byte bitmaps are written as the guide's example reads them: channel mask
-ff 00 in block 1 enables channels 8-15, i.e. the first byte holds the high bits.
+(vendor: f9 88). `decode_downlink` also reads the vendor's wider f9 95 and ff 46 (one more time
+byte) when the payload's length says which form it is. Two-byte bitmaps are written as the
+guide's example reads them: channel mask ff 00 in block 1 enables channels 8-15, i.e. the first
+byte holds the high bits.
 
 The code is split by concern: `vs121_downlink_fields` holds the field kinds (checks, byte layouts
 and JSON forms of single fields), `vs121_downlink_registry` the `Command` base class and the
@@ -212,6 +214,19 @@ def decode_downlink(payload: bytes) -> DecodeResult:
             result["errors"].append(f"{where}: not a VS121 downlink command")
             break
         size = cls.data_size()
+        vendor = _vendor_width(payload, pos, size)
+        if vendor is not None:
+            size, data = vendor
+            if data is None:
+                result["errors"].append(f"{where} ({cls.NAME}): the value is out of range")
+                pos += 2 + size
+                continue
+            try:
+                commands.append(cls.from_data(data).to_json())
+            except (ValueError, EncodeError) as exc:
+                result["errors"].append(f"{where}: {exc}")
+            pos += 2 + size
+            continue
         data = payload[pos + 2 : pos + 2 + size]
         if len(data) < size:
             result["errors"].append(
@@ -224,3 +239,28 @@ def decode_downlink(payload: bytes) -> DecodeResult:
             result["errors"].append(f"{where}: {exc}")
         pos += 2 + size
     return result
+
+
+# The vendor encoder's wider forms: ff 46 with a 2-byte time, f9 95 with a 3-byte time, each one
+# byte longer than the guide's. Read (as the guide's command) when the length says so.
+_WIDER: Final = {b"\xff\x46", b"\xf9\x95"}
+
+
+def _vendor_width(payload: bytes, pos: int, guide: int) -> tuple[int, bytes | None] | None:
+    """(size, the data in the guide's layout) when the command at `pos` is the wider form:
+    it ends the payload exactly, or only it is followed by another command. None otherwise."""
+    if payload[pos : pos + 2] not in _WIDER:
+        return None
+    wide = guide + 1
+    end = pos + 2 + wide
+    if end > len(payload):
+        return None
+    if end != len(payload) and (
+        payload[end : end + 2] not in COMMANDS_BY_HEADER
+        or payload[end - 1 : end + 1] in COMMANDS_BY_HEADER
+    ):
+        return None
+    data = payload[pos + 2 : end]
+    if data[-1] != 0:
+        return wide, None  # the value does not fit the guide's narrower field
+    return wide, data[:-1]

@@ -12,7 +12,9 @@ Where the vendor codec and the user guide disagree, the codec wins, because it i
 reference vectors were produced from: f9 95 is 6 bytes with a 3-byte time (guide: 5 bytes); f9 97
 is enable then type (guide: type then enable); f9 99 is type, period, weekday (guide and vendor
 encoder: type, weekday, period); ff 46 has a 2-byte time (guide: 1 byte); the log level is f9 88
-with 1 byte (guide: f9 89 with 2 bytes; the vendor encoder sends f9 88 00 <level>).
+with 1 byte (guide: f9 89 with 2 bytes; the vendor encoder sends f9 88 00 <level>). The guide's
+widths of f9 95 and ff 46 (which the gateway's own encoder sends) decode too, as
+`ALTERNATE_WIDTHS`: the uplink decoder takes whichever width the message's length allows.
 
 Settings the guide documents as downlinks but the vendor VS121 codec lacks (ff 05, ff 11, ff 41,
 ff 42, f9 89) decode with the guide's layout and the names the vendor's sibling VS-series codecs use
@@ -421,3 +423,38 @@ def _build() -> dict[int, tuple[int, Parser]]:
 
 # (channel << 8 | type) -> (data size, parser); merged into the uplink decoder's dispatch table.
 RESPONSE_TABLE: Final[Mapping[int, tuple[int, Parser]]] = _build()
+
+
+# The guide's narrower layouts of two settings, which is what the gateway's own encoder sends
+# (ff 46 01 03; f9 95 01 00 7f b0 04); a device that echoes the guide's form must decode too.
+# Same names and values as the vendor layout, so the two forms read alike.
+_GUIDE_WIDTHS: Final[tuple[tuple[int, int, Parser], ...]] = (
+    *(
+        (
+            channel << 8 | 0x46,
+            2,
+            _setting(
+                "people_count_jitter_config",
+                _record(
+                    ("enable", 0, _enable("people_count_jitter_config.enable")), ("time", 1, _u8)
+                ),
+                False,
+            ),
+        )
+        for channel in (0xFF, 0xFE)
+    ),
+)
+_GUIDE_SCHEDULE: Final = _record(
+    ("mode", 0, _enum("reset_cumulative_schedule.mode", {0: "modify", 1: "add", 2: "delete"})),
+    ("index", 1, _u8_plus_1),
+    ("week_cycle", 2, _week_cycle),
+    ("time", 3, _u16),
+)
+
+# (channel << 8 | type) -> (data size, parser) of the other width of a setting whose width the
+# guide and the vendor codec disagree on; the uplink decoder picks by the message's length.
+ALTERNATE_WIDTHS: Final[Mapping[int, tuple[int, Parser]]] = {
+    **{key: (size, parse) for key, size, parse in _GUIDE_WIDTHS},
+    0xF995: (5, _setting("reset_cumulative_schedule", _GUIDE_SCHEDULE, True)),
+    0xF895: (6, _setting_with_result("reset_cumulative_schedule", 5, _GUIDE_SCHEDULE, True)),
+}

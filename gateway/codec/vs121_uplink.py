@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from gateway.codec.result import DecodeResult, new_result
-from gateway.codec.vs121_responses import RESPONSE_TABLE, Parser
+from gateway.codec.vs121_responses import ALTERNATE_WIDTHS, RESPONSE_TABLE, Parser
 
 __all__ = ["APPLICATION_FPORT", "decode_hex", "decode_uplink"]
 
@@ -188,6 +188,7 @@ _HISTORY_TYPES: Final[Mapping[int, tuple[int, Parser]]] = {
 }
 
 _TABLE: Final[Mapping[int, tuple[int, Parser]]] = {**RESPONSE_TABLE, **_TELEMETRY}
+_KNOWN: Final = frozenset(_TABLE) | {_HISTORY}
 if set(RESPONSE_TABLE) & set(_TELEMETRY) or _HISTORY in _TABLE:
     raise AssertionError("two dispatch entries share a channel/type")  # caught at import
 
@@ -227,6 +228,25 @@ def _history(buf: bytes, at: int, data: dict[str, Any], result: DecodeResult) ->
     else:
         data["history"] = [record]
     return pos + _HISTORY_HEADER + size
+
+
+def _pick_width(
+    buf: bytes, at: int, vendor: tuple[int, Parser], guide: tuple[int, Parser]
+) -> tuple[int, Parser]:
+    """The width of a setting the guide and the vendor codec size differently, by length.
+
+    The one that ends the message wins; else the one followed by a known channel; else (both
+    or neither) the vendor codec's, as before.
+    """
+    end = len(buf)
+    fitting = []
+    for width in (vendor, guide):
+        after = at + 2 + width[0]
+        if after == end:
+            return width
+        if after + 1 < end and (buf[after] << 8 | buf[after + 1]) in _KNOWN:
+            fitting.append(width)
+    return fitting[0] if len(fitting) == 1 else vendor
 
 
 def _reject(result: DecodeResult, message: str) -> DecodeResult:
@@ -276,6 +296,8 @@ def decode_uplink(
             result["errors"].append(f"unknown {_where(buf, at)}; decoding stopped")
             break
         size, parse = entry
+        if key in ALTERNATE_WIDTHS:
+            size, parse = _pick_width(buf, at, entry, ALTERNATE_WIDTHS[key])
         after = at + 2 + size
         if after > end:
             result["errors"].append(

@@ -17,8 +17,8 @@ Facts and choices:
 - `snapshot` (a camera image) is never read: it cannot reach `data`, and no message quotes
   input longer than 64 characters.
 - Local times take the offset from `time_info.timezone`, read as the offset in effect
-  (`dst_status` is ignored); times with their own offset use that one. `vs121p_time` gives the
-  reasons.
+  (`dst_status` does not shift it but enters the report identity); times with their own offset
+  use that one. `vs121p_time` gives the reasons.
 """
 
 from __future__ import annotations
@@ -106,27 +106,44 @@ def parse_report_bytes(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> DecodeRe
     return parse_report(obj)
 
 
-def report_identity(result: DecodeResult) -> str | None:
+def report_identity(result: DecodeResult, serial: str | None = None) -> str | None:
     """A key that is equal for repeated deliveries of the same report, for dropping duplicates.
 
-    It combines the serial number, event, report type and report time (period end for interval
-    reports). Trigger reports can come several to a second, each with new content, so their key
-    also holds a digest of the decoded data: a redelivery decodes to the same data, a new
-    trigger in the same second does not. Returns None when the report lacks any of these.
+    It combines the serial number (`serial` when the report carries none), event, report type,
+    report time (period end for interval reports) and the DST flag when it is set: at
+    the autumn clock change two different hours can show the same local time and offset, and
+    only the flag tells them apart. Trigger reports can come several to a second, each with new
+    content, so their key also holds a digest of the decoded data: a redelivery decodes to the
+    same data, a new trigger in the same second does not.
+
+    A report whose time cannot be read (an unknown zone, a mangled date) is keyed on a digest of
+    its time text and its decoded data, both the same on every delivery; the snapshot image,
+    which is never decoded, does not enter it. Returns None when the report has no serial,
+    event, report type or time text: such a report cannot be told from its redelivery.
     """
     data = result.get("data")
     if not isinstance(data, dict):
         return None
-    sn = data.get("sn")
+    sn = data.get("sn") or serial
     event = data.get("event")
     kind = data.get("report_type")
     stamp = data.get("timestamp")
     if not (isinstance(sn, str) and sn and isinstance(event, str) and event in _EVENT_READERS):
         return None
-    if kind not in (INTERVAL, TRIGGER) or type(stamp) is not int:
+    if kind not in (INTERVAL, TRIGGER):
         return None
-    parts: list[object] = [sn, event, kind, stamp]
-    if kind == TRIGGER:
+    parts: list[object] = [sn, event, kind]
+    if type(stamp) is int:
+        parts.append(stamp)
+    elif isinstance(data.get("time_digest"), str):
+        parts.append("unread-time")
+    else:
+        return None
+    if data.get("dst_status") is True:
+        # Marked only when set, so the keys of standard-time reports stay as they were and a
+        # redelivery across an upgrade is still recognised.
+        parts.append("dst")
+    if kind == TRIGGER or type(stamp) is not int:
         canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
         parts.append(hashlib.sha256(canonical.encode()).hexdigest()[:16])
     # A JSON list keeps the parts apart whatever characters the serial number holds.
@@ -224,7 +241,39 @@ def _read_times(report: Mapping[Any, Any], kind: str | None, out: DecodeResult) 
         stamp = vs121p_time.time_field(info, "time", tz, out, required=True)
         if stamp is not None:
             data["timestamp"] = stamp
+    _read_dst(info, out)
+    if "timestamp" not in data:
+        _mark_unread_time(info, out)
     return tz
+
+
+def _read_dst(info: Mapping[Any, Any], out: DecodeResult) -> None:
+    # Kept only to tell apart the two hours that share local times at the autumn change
+    # (see report_identity); the offset itself is read from `timezone` alone.
+    if "dst_status" not in info:
+        return
+    raw = info["dst_status"]
+    if isinstance(raw, bool):
+        out["data"]["dst_status"] = raw
+    else:
+        fields.warn(out, "time_info.dst_status", f"expected true or false, got {fields.show(raw)}")
+
+
+def _mark_unread_time(info: Mapping[Any, Any], out: DecodeResult) -> None:
+    """Record a digest of the time text that could not be read, as `time_digest`.
+
+    A redelivery carries the same text, a report of another period does not, so together with
+    the decoded counts it still identifies the report (see report_identity). With no time text
+    at all nothing is recorded and the report has no identity.
+    """
+    present = {name: info[name] for name in _TIME_FIELDS if name in info}
+    if not any(name in present for name in ("end_time", "time")):
+        return
+    canonical = json.dumps(present, sort_keys=True, separators=(",", ":"), default=str)
+    out["data"]["time_digest"] = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_TIME_FIELDS: Final = ("end_time", "start_time", "time", "timezone", "dst_status")
 
 
 # --- events ----------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ Used by the report readers in `vs121p`. Facts and choices:
 - Local times ("2022/12/20 18:15:52") take the offset from `time_info.timezone`. The guide does
   not say whether that offset already includes daylight saving time when `dst_status` is true
   (its settings page shows a fixed "(UTC-08:00)" zone beside a separate DST switch). We read
-  `timezone` as the offset in effect and ignore `dst_status`; if a firmware turns out to send
-  the standard offset, `read_timezone` is the one place to add the hour.
+  `timezone` as the offset in effect; `dst_status` does not shift it (if a firmware turns out to
+  send the standard offset, `read_timezone` is the one place to add the hour). The flag still
+  enters the report identity, so the hour repeated at the autumn change is not merged.
+- Only the leading offset of `timezone` is read; a zone name after it is ignored.
 - Times with their own offset ("2022-12-20T18:15:52+03:00") use that offset. Timestamps are
   whole unix seconds (the guide shows none, but fractions would be dropped).
 - A report's zone is passed around as `timezone | str`: the string, given when there is no zone
@@ -33,8 +35,12 @@ _LOCAL_TIME = re.compile(
 )
 # fromisoformat also takes bare dates; a report time must carry a time of day.
 _ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}", re.ASCII)
+# The leading offset; Milesight firmware may follow it with a name ("UTC+8:00 China Standard
+# Time") or wrap it ("(UTC-08:00) United States - Pacific"). A name must be set apart by a space
+# or the closing parenthesis, so "UTC+8:75" is not read as "UTC+8" plus ":75".
 _TIMEZONE = re.compile(
-    r"(UTC|GMT)?\s*(?:([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?)?", re.ASCII | re.IGNORECASE
+    r"\(?\s*(UTC|GMT)?\s*(?:([+-])\s*([0-9]{1,2})(?::?([0-9]{2}))?)?\s*(\))?(?:\s+.*|(?<=\)).*)?",
+    re.ASCII | re.IGNORECASE | re.DOTALL,
 )
 
 
@@ -67,13 +73,17 @@ def read_timezone(info: Mapping[Any, Any], out: DecodeResult) -> timezone | str:
 
 
 def _parse_offset(raw: object) -> timezone | None:
-    """'UTC+8:00', 'UTC-3:30', 'UTC', 'GMT+5:45', '+08:00' -> a fixed-offset zone."""
-    if not isinstance(raw, str) or len(raw) > fields.MAX_SHOWN:
+    """'UTC+8:00', 'UTC-3:30', 'UTC', 'GMT+5:45', '+08:00' -> a fixed-offset zone.
+
+    Text after the offset is a zone name and is ignored: 'UTC-0:00 WET/GMT' is UTC.
+    """
+    if not isinstance(raw, str):
         return None
-    match = _TIMEZONE.fullmatch(raw.strip())
+    # Only the leading offset matters, so a long zone name is cut rather than refused.
+    match = _TIMEZONE.fullmatch(raw[: fields.MAX_SHOWN].strip())
     if match is None:
         return None
-    prefix, sign, hours, minutes = match.groups()
+    prefix, sign, hours, minutes, _closing = match.groups()
     if sign is None:
         # A bare "UTC"/"GMT" is offset zero; an empty string is no zone at all.
         return UTC if prefix else None

@@ -7,8 +7,10 @@ writes return a coroutine, because they wait for the command they trigger.
 Supported: 1 read coils, 2 read discrete inputs, 3 read holding registers, 4 read input registers,
 5 write single coil, 6 write single register, 15 write multiple coils, 16 write multiple
 registers, 8/0 diagnostics echo, 43/14 read device identification (basic objects). Any other
-function answers 01. Checks follow the protocol specification's order: function (01), quantity
-and byte count (03), address (02), value (03), execution (04).
+function answers 01, except codes 128-255: those are exception responses, never requests, and
+the transports drop them unanswered (`8x 01` would read as an exception to function x).
+Checks follow the protocol specification's order: function (01), quantity and byte count (03),
+address (02), value (03), execution (04).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ class ExceptionCode(IntEnum):
     ILLEGAL_DATA_ADDRESS = 2  # outside every readable block, read-only, or half a point
     ILLEGAL_DATA_VALUE = 3  # bad quantity, byte count, coil value or out-of-range value
     SERVER_DEVICE_FAILURE = 4  # the command behind a write failed
+    GATEWAY_TARGET_FAILED = 0x0B  # TCP, unit-per-sensor: no sensor has this unit id
 
 
 class Outcome(StrEnum):
@@ -22,8 +23,8 @@ class Outcome(StrEnum):
     ILLEGAL_ADDRESS = "illegal_address"
     ILLEGAL_VALUE = "illegal_value"
     DEVICE_FAILURE = "device_failure"
-    BAD_FRAME = "bad_frame"  # CRC error or garbage on the line, malformed MBAP header
-    NOT_ADDRESSED = "not_addressed"  # RTU frame for another unit id, or a broadcast: silence
+    BAD_FRAME = "bad_frame"  # CRC error, line noise, malformed MBAP, function code 128-255
+    NOT_ADDRESSED = "not_addressed"  # another unit id (RTU: silence, TCP: 0B), or a broadcast
 
 
 OUTCOME_OF: dict[ExceptionCode, Outcome] = {
@@ -31,6 +32,7 @@ OUTCOME_OF: dict[ExceptionCode, Outcome] = {
     ExceptionCode.ILLEGAL_DATA_ADDRESS: Outcome.ILLEGAL_ADDRESS,
     ExceptionCode.ILLEGAL_DATA_VALUE: Outcome.ILLEGAL_VALUE,
     ExceptionCode.SERVER_DEVICE_FAILURE: Outcome.DEVICE_FAILURE,
+    ExceptionCode.GATEWAY_TARGET_FAILED: Outcome.NOT_ADDRESSED,
 }
 
 TRANSPORTS = ("tcp", "rtu")

@@ -1,15 +1,31 @@
-"""The Modbus RTU slave: one serial port, supervised, answering only its own unit id.
+"""The Modbus RTU slave: one serial port, supervised, answering only its own unit id(s).
 
-Why our own slave instead of pymodbus's serial server: on a shared RS485 line a slave must stay
-silent for every other unit id (pymodbus 3.16 answers them with exception 4), must survive the
-adapter being unplugged (pymodbus never reopens the port) and should not answer a request the
-master has already given up on. The framing (`rtu_framing`) and the protocol logic (`pdu`) are
-small and are tested against two independent masters (pymodbus's client and libmodbus's mbpoll).
+Why our own slave (and TCP server, `tcp`) and not pymodbus's servers. Verified on pymodbus 3.16.1
+(paths under site-packages/pymodbus); tests/test_pymodbus_defects.py runs pymodbus's own server
+and expects each defect, so an upgrade that fixes one fails there and asks for a new look:
+
+- Other unit ids on a shared RS485 line get exception 04, not silence, even with
+  ignore_missing_devices: `simulator/simcore.py:36` raises KeyError for an unknown id, which
+  `server/requesthandler.py:106-114` answers (the flag covers only NoSuchIdException, 96-105).
+- Broadcasts (unit 0) take the same path unless broadcast_enable (`requesthandler.py:86-91`),
+  and another slave's exception response is decoded as a request and answered.
+- A request that arrives in the same read as another slave's reply is lost: the RTU framer
+  reports the whole buffer as used after the first frame (`framer/rtu.py:100`).
+- A late answer carries the next request's ids: `server/requesthandler.py:115-116` copies them
+  from `self.last_pdu`, which the next request overwrote (`transaction/transaction.py:273`).
+- Pipelined TCP requests wait forever: one frame is decoded per data_received
+  (`transport/transport.py:313-314`).
+- A serial port that vanished is never reopened (`transport/transport.py:261-276`).
+
+Its clients are sound, and the relay-module master uses them (`gateway.modbus.master`). The
+framing (`rtu_framing`) and protocol logic (`pdu`) here are small and are tested against two
+independent masters (pymodbus's client and libmodbus's mbpoll).
 
 Line etiquette: a response waits until the line has been quiet for 3.5 character times after the
 request (configurable), and is dropped if anything else was heard meanwhile: the master has moved
-on, and talking now could collide with another device. Broadcasts (unit 0) are ignored: a write
-meant for other devices must not reset our counters.
+on, and talking now could collide with another device. Broadcasts (unit 0) are neither executed
+nor answered: a write meant for other devices must not reset our counters. The scanner follows
+the bus, so nothing inside another slave's reply is ever taken for a request (`rtu_framing`).
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ from gateway.modbus.pdu import RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu_framing import Frame, FrameScanner, with_crc
 from gateway.modbus.serial_port import SerialPortError, frame_gap, hung_up, open_port
+from gateway.modbus.units import UnitRouter
 from gateway.settings import ModbusRtuSection
 
 log = logging.getLogger("gateway.modbus")
@@ -46,8 +63,10 @@ class RtuSlave:
         on_outcome: Callable[[Outcome], None],
         *,
         reopen_backoff: tuple[float, float] = (0.5, 10.0),
+        router: UnitRouter | None = None,
     ) -> None:
         self._cfg = cfg
+        self._router = router
         self._handler = handler
         self._on_outcome = on_outcome
         self._backoff = reopen_backoff
@@ -104,9 +123,12 @@ class RtuSlave:
                     delay = min(delay * 2, high)
                     continue
             cfg = self._cfg
+            units = (
+                str(cfg.unit_id) if self._router is None else _ranges(sorted(self._router.unit_ids))
+            )
             log.info(
-                "Modbus RTU: serving unit id %d on %s (%d baud, %d%s%d)",
-                cfg.unit_id,
+                "Modbus RTU: serving unit id %s on %s (%d baud, %d%s%d)",
+                units,
                 cfg.port,
                 cfg.baudrate,
                 cfg.bytesize,
@@ -114,7 +136,7 @@ class RtuSlave:
                 cfg.stopbits,
             )
             delay, warned = low, None
-            link = _Link(port, cfg, self._handler, self._on_outcome)
+            link = _Link(port, cfg, self._handler, self._on_outcome, self._router)
             self._link = link
             try:
                 reason = await link.serve()
@@ -136,17 +158,20 @@ class _Link:
         cfg: ModbusRtuSection,
         handler: RequestHandler,
         on_outcome: Callable[[Outcome], None],
+        router: UnitRouter | None = None,
     ) -> None:
         self._port = port
         self._fd = port.fileno()
         self._unit = cfg.unit_id
+        self._router = router
+        ours = (lambda unit: unit == cfg.unit_id) if router is None else router.serves
         self._echo = cfg.local_echo
         self._handler = handler
         self._on_outcome = on_outcome
         self._loop = asyncio.get_running_loop()
         gap = frame_gap(cfg.baudrate)
         self._delay = gap if cfg.response_delay_ms is None else cfg.response_delay_ms / 1000
-        self._scanner = FrameScanner()
+        self._scanner = FrameScanner(ours)
         self._frames: asyncio.Queue[tuple[Frame, int]] = asyncio.Queue()
         self._lost: asyncio.Future[str] = self._loop.create_future()
         self._quiet_timer: asyncio.TimerHandle | None = None
@@ -225,10 +250,17 @@ class _Link:
     async def _answer(self, frame: Frame, heard: int) -> None:
         if not frame.request:
             return  # another slave's response (or our own echo): nothing to do
-        if frame.unit != self._unit:
-            self._on_outcome(Outcome.NOT_ADDRESSED)  # other units and broadcasts: silence
+        if self._router is not None:
+            routed = self._router.handle(frame.unit, frame.pdu)
+            if routed is None:
+                self._on_outcome(Outcome.NOT_ADDRESSED)  # other units and broadcasts: silence
+                return
+            reply = routed
+        elif frame.unit != self._unit:
+            self._on_outcome(Outcome.NOT_ADDRESSED)
             return
-        reply = self._handler.handle(frame.pdu)
+        else:
+            reply = self._handler.handle(frame.pdu)
         pdu, outcome = reply if isinstance(reply, tuple) else await reply
         self._on_outcome(outcome)
         wait = self._last_heard + self._delay - self._loop.time()
@@ -237,7 +269,7 @@ class _Link:
         if self._received != heard:
             log.debug("Modbus RTU: line busy again before our response; response dropped")
             return
-        self._send(with_crc(bytes((self._unit,)) + pdu))
+        self._send(with_crc(bytes((frame.unit,)) + pdu))
 
     def _send(self, adu: bytes) -> None:
         if self._echo:
@@ -253,3 +285,14 @@ class _Link:
             # A response is far smaller than the driver's buffer, so the line is stuck (flow
             # control, a jammed adapter). The master will retry; queueing would only pile up.
             log.debug("Modbus RTU: output buffer full; %d bytes dropped", len(adu) - written)
+
+
+def _ranges(numbers: list[int]) -> str:
+    """1,2,3,5 -> "1-3,5": the unit ids a slave answers, in one short log line."""
+    out: list[str] = []
+    for n in numbers:
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)

@@ -7,6 +7,13 @@ frame is recognised by content: at each position the function code gives the len
 (or a response) of that function has, and the frame counts only if its CRC matches. Bytes before
 the first valid frame are noise and are dropped. What no length rule covers (an unknown function
 code) is tried as one whole frame once the line goes quiet.
+
+Scanning by content alone would find a frame hidden inside another slave's reply (register data
+can hold any bytes, CRC included) and a slave would execute it. So the scanner follows the bus:
+a request to a unit that is not ours is followed by that unit's response, whose length its
+function code tells; that response is taken whole, as one frame, and nothing inside it is looked
+at. Only a retried request (a complete valid request frame to the same unit) or a frame that
+does not start like the expected response ends the wait.
 """
 
 from __future__ import annotations
@@ -92,6 +99,7 @@ RESPONSE_LENGTH: dict[int, LengthRule] = {
 
 EXCEPTION_LENGTH = 5
 _EXCEPTION_RULE = _fixed(EXCEPTION_LENGTH)
+_WAIT = (0, 0, False)  # the awaited response is still arriving
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +112,15 @@ class Frame:
 
 
 class FrameScanner:
-    """Feed it bytes as they arrive; take the complete frames; call `silence` on a quiet line."""
+    """Feed it bytes as they arrive; take the complete frames; call `silence` on a quiet line.
 
-    def __init__(self) -> None:
+    `ours(unit)` tells the unit ids this slave answers; after a request to any other unit
+    (broadcasts excepted) that unit's response is expected next and skipped whole.
+    """
+
+    def __init__(self, ours: Callable[[int], bool] | None = None) -> None:
+        self._ours = ours
+        self._expect: tuple[int, int] | None = None  # (unit, function) of the awaited response
         self._buf = bytearray()
         self._dead = bytearray()  # per buffered byte: 1 once it is known not to start a frame
         self._echo: bytes | None = None
@@ -138,7 +152,11 @@ class FrameScanner:
         while True:
             if not self._drop_echo():
                 return out
-            found = self._find()
+            found = self._expected() if self._expect is not None else None
+            if found is _WAIT:
+                return out
+            if found is None:
+                found = self._find()
             if found is None:
                 return out
             start, size, request = found
@@ -146,13 +164,58 @@ class FrameScanner:
                 self.discarded += 1
             raw = bytes(self._buf[start : start + size])
             self._drop(start + size)
-            out.append(Frame(raw[0], raw[1:-2], request))
+            frame = Frame(raw[0], raw[1:-2], request)
+            self._follow(frame)
+            out.append(frame)
+
+    def _follow(self, frame: Frame) -> None:
+        """After a request to another slave, its response comes next."""
+        self._expect = None
+        if not frame.request or frame.unit == 0 or self._ours is None or self._ours(frame.unit):
+            return
+        if frame.pdu and frame.pdu[0] in RESPONSE_LENGTH:
+            self._expect = (frame.unit, frame.pdu[0])
+
+    def _expected(self) -> tuple[int, int, bool] | None:
+        """The awaited response at the start of the buffer: (0, size, False) once complete,
+        _WAIT while it is arriving, None when what arrives is something else."""
+        assert self._expect is not None
+        unit, function = self._expect
+        buf = self._buf
+        if len(buf) < 2:
+            return _WAIT if not buf or buf[0] == unit else self._unexpected()
+        if buf[0] != unit or buf[1] not in (function, function | 0x80):
+            return self._unexpected()
+        request_rule = REQUEST_LENGTH.get(function)
+        size_q = request_rule(buf) if request_rule is not None else None
+        if size_q is not None and size_q <= len(buf) and crc_ok(buf[:size_q]):
+            return self._unexpected()  # the master retried its request: scan normally
+        rule = _EXCEPTION_RULE if buf[1] & 0x80 else RESPONSE_LENGTH[function]
+        size = rule(buf)
+        if size is None or len(buf) < size:
+            return _WAIT
+        self._expect = None
+        if MIN_FRAME <= size <= MAX_FRAME and crc_ok(buf[:size]):
+            return 0, size, False
+        # A damaged response: dropped whole, so nothing inside it is ever taken for a frame.
+        self.discarded += 1
+        self._drop(size)
+        return _WAIT if not buf else None
+
+    def _unexpected(self) -> tuple[int, int, bool] | None:
+        self._expect = None
+        return None
 
     def silence(self) -> Frame | None:
         """The line went quiet: what is left is one frame of an unknown shape, or noise."""
         rest = bytes(self._buf)
         self._drop(len(self._buf))
         self._echo = None
+        if self._expect is not None:
+            self._expect = None  # the awaited response stopped short: all of it is noise
+            if rest:
+                self.discarded += 1
+            return None
         if not rest:
             return None
         if rest[0] <= MAX_UNIT_ID and crc_ok(rest):

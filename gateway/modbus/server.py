@@ -12,6 +12,7 @@ from gateway.modbus.pdu import DeviceIdentity, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu import RtuSlave
 from gateway.modbus.tcp import TcpServer
+from gateway.modbus.units import UnitRouter, plan, warn_left_out
 from gateway.modbus.writes import WriteExecutor
 from gateway.settings import ModbusSection
 from gateway.state import GatewayState
@@ -45,12 +46,16 @@ class ModbusServer:
         identity: DeviceIdentity = DEFAULT_IDENTITY,
         reopen_backoff: tuple[float, float] = (0.5, 10.0),
     ) -> None:
-        self._image = RegisterImage(points, word_order=cfg.word_order)
+        served = plan(cfg, points)
+        self._left_out = served.left_out
+        self._cfg = cfg
+        self._image = RegisterImage(served.points, word_order=cfg.word_order)
         for sensor_id in state.ids():
             self._image.load(sensor_id, state.current(sensor_id))
         self._image.load("", state.gateway_values)
         state.subscribe(self._image.apply)
         handler = RequestHandler(self._image, WriteExecutor(self._image, commands), identity)
+        router = None if served.units is None else UnitRouter(handler, served.units)
 
         self._on_request = on_request
         self._callback_failed = False
@@ -65,12 +70,19 @@ class ModbusServer:
                 handler,
                 counter("tcp"),
                 max_connections=cfg.tcp.max_connections,
+                idle_timeout=cfg.tcp.idle_timeout_s,
+                keepalive=(
+                    cfg.tcp.keepalive_idle_s,
+                    cfg.tcp.keepalive_interval_s,
+                    cfg.tcp.keepalive_count,
+                ),
+                router=router,
             )
             if cfg.tcp.enabled
             else None
         )
         self._rtu = (
-            RtuSlave(cfg.rtu, handler, counter("rtu"), reopen_backoff=reopen_backoff)
+            RtuSlave(cfg.rtu, handler, counter("rtu"), reopen_backoff=reopen_backoff, router=router)
             if cfg.rtu.enabled
             else None
         )
@@ -92,6 +104,16 @@ class ModbusServer:
         return self._tcp.port if self._tcp is not None else None
 
     @property
+    def tcp_connections(self) -> int:
+        """Modbus TCP connections open right now."""
+        return self._tcp.open_connections if self._tcp is not None else 0
+
+    @property
+    def left_out(self) -> list[tuple[str, int]]:
+        """(sensor id, number) of the sensors the addressing mode cannot reach (BACnet-only)."""
+        return list(self._left_out)
+
+    @property
     def rtu_port_open(self) -> bool:
         """Whether the RTU slave has its serial port open right now."""
         return self._rtu is not None and self._rtu.is_open
@@ -99,6 +121,7 @@ class ModbusServer:
     async def start(self) -> None:
         """Start listening; raises SerialPortError if the RTU port is missing and
         missing_port = "fail", OSError if the TCP port cannot be bound."""
+        warn_left_out(self._cfg, self._left_out)
         if self._tcp is not None:
             await self._tcp.start()
         if self._rtu is not None:

@@ -1,11 +1,11 @@
 """Overcrowding alarm rules and the relay outputs they drive (the VS121-P's DO, for any sensor).
 
 `logic`: the rules as pure code; `service`: `RelayService`, fed by the state; `output`: one
-worker per output; `drivers`: GPIO (libgpiod), Modbus relay module, none; `modbus_master`: the
-small Modbus master for relay modules; `persist`: the rules' durable state.
+worker per output; `drivers`: GPIO (libgpiod), Modbus relay module (pymodbus's client, through
+`gateway.modbus.master`), none; `persist`: the rules' durable state.
 """
 
-from gateway.relay.modbus_master import OutputError
+from gateway.relay.drivers import OutputError
 from gateway.relay.service import RelayService
 
 __all__ = ["OutputError", "RelayService"]

@@ -3,7 +3,8 @@
 Each driver takes one level, "energised" (GPIO line active, module coil ON) or not; which
 contact state that gives is decided in `gateway.relay.logic`. Drivers raise OutputError on
 failure and never block the event loop: GPIO ioctls run in a worker thread (a line on an I2C or
-SPI expander sleeps in the kernel), the Modbus master is asynchronous.
+SPI expander sleeps in the kernel), the Modbus master (pymodbus's client, through
+`gateway.modbus.master`) is asynchronous.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gateway.relay.modbus_master import ModbusMaster, OutputError, RtuMaster, TcpMaster
+from gateway.errors import GatewayError
+from gateway.modbus.master import CoilMaster, ModbusMasterError
 from gateway.settings import GpioOutput, ModbusCoilOutput, NoOutput
 
 log = logging.getLogger("gateway.relay")
 
 CONSUMER = "vs121-gateway"
+
+
+class OutputError(GatewayError):
+    """An output could not be driven (no answer, an exception response, a missing device)."""
 
 
 class OutputDriver(Protocol):
@@ -116,7 +122,7 @@ class GpioDriver:
 class ModbusCoilDriver:
     """One coil of a Modbus relay module, written with function 05 and retried at once."""
 
-    def __init__(self, cfg: ModbusCoilOutput, master: ModbusMaster) -> None:
+    def __init__(self, cfg: ModbusCoilOutput, master: CoilMaster) -> None:
         self._cfg = cfg
         self._master = master
         self.description = f"{master.description} unit {cfg.unit_id} coil {cfg.coil}"
@@ -128,8 +134,8 @@ class ModbusCoilDriver:
             try:
                 await self._master.write_coil(self._cfg.unit_id, self._cfg.coil, energised)
                 return
-            except OutputError as exc:
-                last = exc
+            except ModbusMasterError as exc:
+                last = OutputError(str(exc))
         assert last is not None
         raise last
 
@@ -141,16 +147,16 @@ class Masters:
     """One Modbus master per line (serial port or host:port), shared by the rules on it."""
 
     def __init__(self) -> None:
-        self._masters: dict[tuple[str, ...], ModbusMaster] = {}
+        self._masters: dict[tuple[str, ...], CoilMaster] = {}
 
-    def get(self, cfg: ModbusCoilOutput) -> ModbusMaster:
+    def get(self, cfg: ModbusCoilOutput) -> CoilMaster:
         key = cfg.bus()
         master = self._masters.get(key)
         if master is None:
             if cfg.transport == "tcp":
-                master = TcpMaster(cfg.host, cfg.tcp_port, timeout=cfg.timeout)
+                master = CoilMaster.tcp(cfg.host, cfg.tcp_port, timeout=cfg.timeout)
             else:
-                master = RtuMaster(
+                master = CoilMaster.rtu(
                     cfg.port,
                     baudrate=cfg.baudrate,
                     parity=cfg.parity,
