@@ -483,7 +483,8 @@ class Settings(BaseSettings):
             problems.extend(find_conflicts(self.points(), modbus=check_addresses))
             problems.extend(self._modbus_unit_problems())
         if problems:
-            raise ValueError("\n".join(problems))  # one line each in describe_errors
+            # one line each in describe_errors, and only the first few of thousands
+            raise ValueError("\n".join(summarise_problems(problems)))
         return self
 
     def _alarm_problems(self) -> list[str]:
@@ -561,7 +562,26 @@ class Settings(BaseSettings):
 
     def points(self) -> list[ResolvedPoint]:
         """Every point served: the gateway's, the alarm rules' and the sensors'."""
-        return resolve(self.sensor_specs(), rules=self.rule_specs())
+        # Resolved once per configuration (validation and start-up both need them; at site
+        # scale that is 200,000 points and seconds of work). Settings are frozen.
+        cached = _RESOLVED.get(id(self))
+        if cached is None or cached[0] is not self:
+            cached = (self, resolve(self.sensor_specs(), rules=self.rule_specs()))
+            _RESOLVED.clear()
+            _RESOLVED[id(self)] = cached
+        return list(cached[1])
+
+
+_RESOLVED: dict[int, tuple[Settings, list[ResolvedPoint]]] = {}
+
+
+MAX_PROBLEMS_SHOWN = 10
+
+
+def summarise_problems(problems: list[str]) -> list[str]:
+    """The first few problems and a count: a site-sized config can have thousands."""
+    rest = len(problems) - MAX_PROBLEMS_SHOWN
+    return problems if rest <= 0 else [*problems[:MAX_PROBLEMS_SHOWN], f"... and {rest} more"]
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -96,6 +96,7 @@ class BacnetServer:
         self._events: EventManager | None = None
         self._link: Any = None
         self._network_port: Any = None
+        self._object_list: list[Any] = []
         self._running = False
         self._subscribed = False
         self.database_revision = 0
@@ -135,6 +136,20 @@ class BacnetServer:
     def communication(self) -> str:
         """Device communication control state: enable, disable or disableInitiation."""
         return self._app.communication if self._app is not None else "enable"
+
+    @property
+    def fast_reads(self) -> bool:
+        """Whether common reads are answered from pre-encoded bytes (see fastread.py)."""
+        return self._app is not None and self._app.fast_reads
+
+    def set_fast_reads(self, enabled: bool) -> None:
+        """Off: every read through bacpypes3's generic path, to compare the two."""
+        if self._app is None:
+            return
+        if enabled:
+            self._app.serve_fast(self._object_list)
+        else:
+            self._app.disable_fast_reads()
 
     def object_for(self, sensor_id: str, key: str) -> PointObject | None:
         return self._by_sensor.get(sensor_id, {}).get(key)
@@ -237,11 +252,14 @@ class BacnetServer:
             )
         app.add_network_port(self._network_port, self._link, address)
         self._app = app
-        device.set_object_list(
-            [device.objectIdentifier, self._network_port.objectIdentifier]
-            + extra_objects
-            + [o.identifier for o in objects]
-        )
+        self._object_list = [
+            device.objectIdentifier,
+            self._network_port.objectIdentifier,
+            *extra_objects,
+            *(o.identifier for o in objects),
+        ]
+        device.set_object_list(self._object_list)
+        app.serve_fast(self._object_list)
 
         self._seed()
         self._running = True

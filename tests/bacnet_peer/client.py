@@ -561,6 +561,23 @@ class Peer:
         await self.request(req)
         return "ack"
 
+    async def exchange(self, *, host: str, port: int, packets: list[str], wait: float = 2.0) -> Any:
+        """Send each datagram and wait for one reply before the next (None if none came)."""
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            replies: list[str | None] = []
+            for packet in packets:
+                sock.sendto(bytes.fromhex(packet), (host, port))
+                try:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, 65535), wait)
+                except TimeoutError:
+                    replies.append(None)
+                    continue
+                replies.append(data.hex())
+            return replies
+
     async def set_ack(self, *, enabled: bool) -> Any:
         ClientApp.ack_confirmed = enabled
         return enabled
