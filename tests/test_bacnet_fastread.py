@@ -30,6 +30,7 @@ from bacpypes3.basetypes import (
 )
 from bacpypes3.constructeddata import Any as AnyValue
 
+from gateway.bacnet.eventstate import EventRecord
 from gateway.bacnet.fastread import FastReader, raw_identifier
 from gateway.bacnet.objects import PointObject, build_objects
 from objects.catalog import Model
@@ -100,6 +101,20 @@ def test_every_served_property_encodes_as_the_library_does() -> None:
                 assert fast == library_rp(obj, attr), (obj.name, attr, label)
                 compared += 1
     assert compared > 2000
+
+
+def test_status_flags_show_an_event_in_alarm_as_the_library_does() -> None:
+    objects = build_objects(resolve(SENSORS))
+    reader = FastReader(objects, DEVICE_INSTANCE, [o.identifier for o in objects])
+    flags = int(PropertyIdentifier("statusFlags"))
+    for obj in objects:
+        raw = raw_identifier(obj.identifier)
+        for state, stale in (("normal", False), ("offnormal", False), ("offnormal", True)):
+            obj.events = EventRecord(notification_class=1, state=state)
+            set_state(obj, "stale" if stale else "fresh")
+            fast = reader.read_property(rp_body(raw, flags))
+            assert fast == library_rp(obj, "statusFlags"), (obj.name, state, stale)
+        obj.events = None
 
 
 def test_rpm_of_present_values_and_flags_encodes_as_the_library_does() -> None:

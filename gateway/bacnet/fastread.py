@@ -32,6 +32,7 @@ from typing import Any
 from bacpypes3.basetypes import PropertyIdentifier
 from bacpypes3.errors import ExecutionError
 
+from gateway.bacnet.eventstate import in_alarm
 from gateway.bacnet.objects import PointObject
 
 log = logging.getLogger("gateway.bacnet")
@@ -90,8 +91,9 @@ def application_real(value: float) -> bytes:
     return b"\x44" + _pack_float(value)
 
 
-_FLAGS_OK = b"\x82\x04\x00"  # BIT STRING, 4 unused bits, none set
-_FLAGS_FAULT = b"\x82\x04\x40"  # fault is the second of in-alarm, fault, overridden, OOS
+# BIT STRING of 4 bits (in-alarm, fault, overridden, out-of-service), 4 unused bits, by the
+# in-alarm and fault bits' values.
+_FLAGS = tuple(b"\x82\x04" + bytes([bits]) for bits in (0x00, 0x40, 0x80, 0xC0))
 
 
 def encode_value(value: Any) -> bytes:
@@ -108,7 +110,7 @@ def _present_value(obj: PointObject) -> bytes | None:
 
 
 def _status_flags(obj: PointObject) -> bytes:
-    return _FLAGS_FAULT if obj.fault else _FLAGS_OK
+    return _FLAGS[(2 if in_alarm(obj) else 0) | (1 if obj.fault else 0)]
 
 
 def _reliability(obj: PointObject) -> bytes:
