@@ -29,7 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.linecount import LineLedger
-from objects.catalog import Source
+from objects.catalog import Model, Source
 from objects.pointmap import SensorSpec, sensor_points
 
 log = logging.getLogger("gateway.state")
@@ -173,7 +173,9 @@ class GatewayState:
                 spec=spec,
                 stale_after=stale,
                 ledger=LineLedger(
-                    interval=interval, window=min(HISTORY_MATCH_WINDOW_S, interval / 2)
+                    interval=interval,
+                    window=min(HISTORY_MATCH_WINDOW_S, interval / 2),
+                    modulo=accumulated_modulo(spec.model),
                 ),
             )
             for spec, stale, interval in sensors
@@ -320,24 +322,26 @@ class GatewayState:
         *,
         history: bool,
     ) -> None:
-        exact = sensor_time is not None
-        when = sensor_time if sensor_time is not None else received
+        lines = s.ledger
+        if sensor_time is not None and not history:
+            lines.observe_clock(received, sensor_time)
+        period: tuple[int, int] | None = None
         if "people_in" in d or "people_out" in d:
+            period = _count_or_zero(d.get("people_in")), _count_or_zero(d.get("people_out"))
             start = _sensor_time(d.get("period_start")) if not history else None
-            s.ledger.period(
-                when,
-                _count_or_zero(d.get("people_in")),
-                _count_or_zero(d.get("people_out")),
-                exact=exact,
-                history=history,
-                start=start,
-            )
+            lines.period(received, sensor_time, *period, history=history, start=start)
+        if "people_total_in" in d and "people_total_out" in d:
+            acc_in, acc_out = d["people_total_in"], d["people_total_out"]
+            if _is_count(acc_in) and _is_count(acc_out):
+                lines.accumulated(
+                    received, sensor_time, acc_in, acc_out, history=history, period=period
+                )
         if "line_in" in d or "line_out" in d:
-            s.ledger.trigger(
-                when,
+            lines.trigger(
+                received,
+                sensor_time,
                 _count_or_zero(d.get("line_in")),
                 _count_or_zero(d.get("line_out")),
-                exact=exact,
                 history=history,
             )
 
@@ -466,6 +470,15 @@ def _sensor_time(v: object) -> float | None:
         return None
     assert isinstance(v, int | float)
     return float(v) if 0 <= v <= MAX_SENSOR_TIME else None
+
+
+def accumulated_modulo(model: Model) -> int:
+    """Where a model's accumulated counters wrap: 2 bytes each on the LoRaWAN model (0x0dcc)."""
+    return 1 << 16 if model is Model.VS121 else 1 << 32
+
+
+def _is_count(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and 0 <= v < 1 << 32
 
 
 def _count_or_zero(v: object) -> int:
