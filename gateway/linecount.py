@@ -37,17 +37,21 @@ crossings its own period really had.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-KEPT: Final = 2048  # stretches and triggers remembered for matching (two weeks of 10-minute reports)
+KEPT: Final = (
+    2048  # stretches and triggers remembered for matching (two weeks of 10-minute reports)
+)
 PROVISIONAL_KEPT: Final = 4096
 BATCH_S: Final = 15.0  # the sensor reports further crossings at the end of a 15 s window
 SLACK_S: Final = 10.0  # network delay jitter and clock-offset error for a trigger without time
 CLOCK_SAMPLES: Final = 4  # recent offset samples; few, so a drifting clock is followed closely
 CLOCK_STEP_S: Final = 120.0  # two samples agreeing this far above the estimate: the clock stepped
 CLOCK_AGREE_S: Final = 30.0
+BORROWED_KEPT: Final = 16
 
 
 @dataclass(slots=True)
@@ -63,6 +67,8 @@ class Span:
     kind: str  # "p" periodic report, "a" accumulated counters
     exact: bool  # placed by the sensor's own time
     history: bool
+    # Triggers it took that straddle its start, which an earlier stretch settled later may claim.
+    borrowed: list[Pending] = field(default_factory=list)
 
     def row(self) -> list[Any]:
         return [
@@ -75,6 +81,7 @@ class Span:
             self.kind,
             self.exact,
             self.history,
+            [[b.received, b.sensor_time, b.n_in, b.n_out] for b in self.borrowed],
         ]
 
 
@@ -123,6 +130,7 @@ class LineLedger:
     readings: list[Reading] = field(default_factory=list)  # sorted by time
     clock: list[float] = field(default_factory=list)  # receive time minus sensor time, recent
     longest: float = 0.0  # the longest settled stretch kept, to bound searches
+    timed: bool = False  # the sensor has stated its time (in any report, history included)
 
     # -- the sensor's clock -------------------------------------------------------------------
 
@@ -142,8 +150,15 @@ class LineLedger:
     def offset(self) -> float:
         return min(self.clock) if self.clock else 0.0
 
+    def clock_unknown(self) -> bool:
+        """The sensor keeps its own time, but no live report has told us its offset yet."""
+        return self.timed and not self.clock
+
     def sensor_clock(self, received: float, sensor_time: float | None) -> float:
-        return sensor_time if sensor_time is not None else received - self.offset()
+        if sensor_time is not None:
+            self.timed = True
+            return sensor_time
+        return received - self.offset()
 
     # -- periodic reports -----------------------------------------------------------------------
 
@@ -160,7 +175,9 @@ class LineLedger:
         """Count a periodic report unless it was counted already; True if it was counted."""
         exact = sensor_time is not None
         end = self.sensor_clock(received, sensor_time)
-        if self._before_reset(end, history) or self._period_seen(end, exact=exact, live=not history):
+        if self._before_reset(end, history) or self._period_seen(
+            end, exact=exact, live=not history
+        ):
             return False
         begin = start if start is not None and start < end else end - self.interval
         if not history:
@@ -285,8 +302,17 @@ class LineLedger:
         """Where on the sensor's clock a trigger's crossings can lie, [lo, hi]."""
         if p.sensor_time is not None:
             return p.sensor_time - BATCH_S, p.sensor_time
+        if self.clock_unknown():
+            # Anywhere: it is taken by whichever stretch is settled next, up to its count.
+            return -math.inf, math.inf
         at = p.received - self.offset()
         return at - BATCH_S - SLACK_S, at + SLACK_S
+
+    def _sent(self, p: Pending) -> float:
+        """When the trigger was sent, on the sensor's clock (best estimate)."""
+        if p.sensor_time is not None:
+            return p.sensor_time
+        return p.received - self.offset()
 
     def _trigger_seen(self, time: float, n_in: int, n_out: int, *, exact: bool, live: bool) -> bool:
         lo = bisect.bisect_left(self.triggers, time - self.window, key=lambda t: t.time)
@@ -311,26 +337,11 @@ class LineLedger:
         known_out = sum(s.n_out for s in inner)
         cap_in = max(0, span.n_in - known_in)
         cap_out = max(0, span.n_out - known_out)
-        sure: list[tuple[Pending, bool]] = []
-        straddling: list[tuple[Pending, bool]] = []
-        for p in self.pending:
-            lo, hi = self._window(p)
-            if hi <= span.start or lo > span.end:
-                continue
-            if inner and self._covered(lo, hi, skip_live_periods=False, spans=inner):
-                continue  # explained (or refused) by a stretch inside this one
-            inside = lo >= span.start and hi <= span.end
-            (sure if inside else straddling).append((p, inside))
-        took_in = took_out = 0
-        for p, inside in sure + straddling:
-            t_in = p.n_in if inside else min(p.n_in, cap_in - took_in)
-            t_out = p.n_out if inside else min(p.n_out, cap_out - took_out)
-            t_in, t_out = max(0, t_in), max(0, t_out)
-            took_in += t_in
-            took_out += t_out
-            p.n_in -= t_in
-            p.n_out -= t_out
-        self.pending = [p for p in self.pending if p.n_in or p.n_out]
+        took_in, took_out = self._absorb(span, cap_in, cap_out, inner)
+        if took_in < cap_in or took_out < cap_out:
+            r_in, r_out = self._reclaim(span, cap_in - took_in, cap_out - took_out)
+            took_in += r_in
+            took_out += r_out
         add_in = max(0, cap_in - took_in)
         add_out = max(0, cap_out - took_out)
         self.total_in += add_in
@@ -341,6 +352,72 @@ class LineLedger:
         bisect.insort(self.spans, span, key=lambda s: s.end)
         del self.spans[:-KEPT]
         self.longest = max(self.longest, span.end - span.start)
+
+    def _absorb(self, span: Span, cap_in: int, cap_out: int, inner: list[Span]) -> tuple[int, int]:
+        """Take the pending triggers that belong to `span`: those wholly inside it, then those
+        straddling its edges up to its count; returns how much was taken."""
+        sure: list[Pending] = []
+        straddling: list[Pending] = []
+        for p in self.pending:
+            lo, hi = self._window(p)
+            if hi <= span.start or lo > span.end:
+                continue
+            if inner and self._covered(lo, hi, skip_live_periods=False, spans=inner):
+                continue  # explained (or refused) by a stretch inside this one
+            (sure if lo >= span.start and hi <= span.end else straddling).append(p)
+        # Of the straddling triggers, those sent inside the stretch most likely belong to it.
+        straddling.sort(key=lambda p: not span.start < self._sent(p) <= span.end)
+        took_in = took_out = 0
+        for p in sure:
+            took_in += p.n_in
+            took_out += p.n_out
+            p.n_in = p.n_out = 0
+        for p in straddling:
+            t_in = max(0, min(p.n_in, cap_in - took_in))
+            t_out = max(0, min(p.n_out, cap_out - took_out))
+            if not (t_in or t_out):
+                continue
+            took_in += t_in
+            took_out += t_out
+            p.n_in -= t_in
+            p.n_out -= t_out
+            if self._window(p)[0] < span.start and len(span.borrowed) < BORROWED_KEPT:
+                span.borrowed.append(Pending(p.received, p.sensor_time, t_in, t_out))
+        self.pending = [p for p in self.pending if p.n_in or p.n_out]
+        return took_in, took_out
+
+    def _reclaim(self, span: Span, need_in: int, need_out: int) -> tuple[int, int]:
+        """A stretch settled after the one that follows it (history filling a gap) takes back
+        triggers that one borrowed across their common edge; the follower then refills from
+        the triggers still pending, or counts the difference itself. Without this a trigger
+        could be left over for want of room while the follower holds one that fits here."""
+        got_in = got_out = 0
+        reach = span.end + BATCH_S + 2 * SLACK_S
+        for s in list(self._overlapping(span.end, reach)):
+            if s.start < span.end or not s.borrowed:
+                continue
+            x_in = x_out = 0
+            for b in s.borrowed:
+                if self._window(b)[0] >= span.end:
+                    continue
+                t_in = min(b.n_in, need_in - got_in - x_in)
+                t_out = min(b.n_out, need_out - got_out - x_out)
+                b.n_in -= t_in
+                b.n_out -= t_out
+                x_in += t_in
+                x_out += t_out
+            s.borrowed = [b for b in s.borrowed if b.n_in or b.n_out]
+            if not (x_in or x_out):
+                continue
+            got_in += x_in
+            got_out += x_out
+            r_in, r_out = self._absorb(s, x_in, x_out, self._inner(s))
+            d_in, d_out = max(0, x_in - r_in), max(0, x_out - r_out)
+            s.credit_in += d_in
+            s.credit_out += d_out
+            self.total_in += d_in
+            self.total_out += d_out
+        return got_in, got_out
 
     def _inner(self, span: Span) -> list[Span]:
         """The outermost settled stretches inside `span`."""
@@ -411,6 +488,7 @@ class LineLedger:
             "pending": [[p.received, p.sensor_time, p.n_in, p.n_out] for p in self.pending],
             "readings": [[r.time, r.acc_in, r.acc_out, r.exact] for r in self.readings],
             "clock": list(self.clock),
+            "timed": self.timed,
         }
 
     def load_json(self, doc: Mapping[str, Any]) -> None:
@@ -430,6 +508,7 @@ class LineLedger:
                 Reading(float(t), _count(a), _count(b), bool(x)) for t, a, b, x in doc["readings"]
             )[-KEPT:]
             self.clock = [float(c) for c in doc["clock"]][-CLOCK_SAMPLES:]
+            self.timed = bool(doc["timed"])
             self.longest = max((s.end - s.start for s in self.spans), default=0.0)
             return
         self.spans = sorted(
@@ -445,11 +524,12 @@ class LineLedger:
         ][-PROVISIONAL_KEPT:]
         self.readings = []
         self.clock = []
+        self.timed = any(s.exact for s in self.spans)
         self.longest = max((s.end - s.start for s in self.spans), default=0.0)
 
 
 def _span(row: Any) -> Span:
-    start, end, n_in, n_out, c_in, c_out, kind, exact, history = row
+    start, end, n_in, n_out, c_in, c_out, kind, exact, history, borrowed = row
     if kind not in ("p", "a"):
         raise ValueError(f"unknown stretch kind {kind!r}")
     return Span(
@@ -462,6 +542,7 @@ def _span(row: Any) -> Span:
         str(kind),
         bool(exact),
         bool(history),
+        [_pending(b) for b in borrowed][:BORROWED_KEPT],
     )
 
 

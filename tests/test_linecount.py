@@ -104,11 +104,23 @@ def test_first_trigger_before_any_timed_report_is_placed_once_the_clock_is_known
 
 def test_accumulated_counter_repairs_lost_periodic_reports() -> None:
     feed = Feed(make())
-    feed.send(T0 + 600, timestamp=int(T0 + 600), people_in=1, people_out=0, people_total_in=10,
-              people_total_out=4)
+    feed.send(
+        T0 + 600,
+        timestamp=int(T0 + 600),
+        people_in=1,
+        people_out=0,
+        people_total_in=10,
+        people_total_out=4,
+    )
     # Reports for 1200 and 1800 are lost; the one at 2400 says 5 came in since 1800 and 16 in all.
-    feed.send(T0 + 2400, timestamp=int(T0 + 2400), people_in=5, people_out=1, people_total_in=26,
-              people_total_out=7)
+    feed.send(
+        T0 + 2400,
+        timestamp=int(T0 + 2400),
+        people_in=5,
+        people_out=1,
+        people_total_in=26,
+        people_total_out=7,
+    )
     assert feed.totals() == (1 + 16, 0 + 3)
     # The lost reports come back as history: nothing more is added.
     history = [
@@ -122,43 +134,84 @@ def test_accumulated_counter_repairs_lost_periodic_reports() -> None:
 
 def test_accumulated_counter_wraps_at_16_bits_on_the_lorawan_model() -> None:
     feed = Feed(make())
-    feed.send(T0 + 600, timestamp=int(T0 + 600), people_in=0, people_out=0,
-              people_total_in=65530, people_total_out=0)
-    feed.send(T0 + 1800, timestamp=int(T0 + 1800), people_in=3, people_out=0,
-              people_total_in=4, people_total_out=0)  # 1200's report was lost
+    feed.send(
+        T0 + 600,
+        timestamp=int(T0 + 600),
+        people_in=0,
+        people_out=0,
+        people_total_in=65530,
+        people_total_out=0,
+    )
+    feed.send(
+        T0 + 1800,
+        timestamp=int(T0 + 1800),
+        people_in=3,
+        people_out=0,
+        people_total_in=4,
+        people_total_out=0,
+    )  # 1200's report was lost
     assert feed.totals() == (10, 0)
 
 
 def test_accumulated_counter_reset_by_the_sensor_falls_back_on_the_period() -> None:
     feed = Feed(make())
-    feed.send(T0 + 600, timestamp=int(T0 + 600), people_in=2, people_out=0,
-              people_total_in=500, people_total_out=0)
+    feed.send(
+        T0 + 600,
+        timestamp=int(T0 + 600),
+        people_in=2,
+        people_out=0,
+        people_total_in=500,
+        people_total_out=0,
+    )
     # The sensor's scheduled reset zeroed its total at some point in (600, 1200].
-    feed.send(T0 + 1200, timestamp=int(T0 + 1200), people_in=6, people_out=0,
-              people_total_in=3, people_total_out=0)
+    feed.send(
+        T0 + 1200,
+        timestamp=int(T0 + 1200),
+        people_in=6,
+        people_out=0,
+        people_total_in=3,
+        people_total_out=0,
+    )
     assert feed.totals() == (8, 0)
-    feed.send(T0 + 1800, timestamp=int(T0 + 1800), people_in=1, people_out=0,
-              people_total_in=4, people_total_out=0)
+    feed.send(
+        T0 + 1800,
+        timestamp=int(T0 + 1800),
+        people_in=1,
+        people_out=0,
+        people_total_in=4,
+        people_total_out=0,
+    )
     assert feed.totals() == (9, 0)
 
 
 def test_accumulated_only_reports_count_their_differences() -> None:
     feed = Feed(make(model=Model.VS121_P))
-    feed.send(T0 + 600, timestamp=int(T0 + 600), people_total_in=(1 << 32) - 2,
-              people_total_out=0)
+    feed.send(T0 + 600, timestamp=int(T0 + 600), people_total_in=(1 << 32) - 2, people_total_out=0)
     feed.send(T0 + 1200, timestamp=int(T0 + 1200), people_total_in=3, people_total_out=2)
     assert feed.totals() == (5, 2)  # wrapped at 32 bits
 
 
 def test_triggers_inside_an_accumulated_span_are_not_doubled() -> None:
     feed = Feed(make())
-    feed.send(T0 + 600, timestamp=int(T0 + 600), people_in=0, people_out=0,
-              people_total_in=0, people_total_out=0)
+    feed.send(
+        T0 + 600,
+        timestamp=int(T0 + 600),
+        people_in=0,
+        people_out=0,
+        people_total_in=0,
+        people_total_out=0,
+    )
     feed.send(T0 + 700, line_in=1, line_out=0)
     feed.send(T0 + 1300, line_in=1, line_out=0)
     # The periodic report for 1200 was lost; the one at 1800 carries both crossings in its total.
-    feed.send(T0 + 1800, timestamp=int(T0 + 1800), people_in=1, people_out=0,
-              people_total_in=2, people_total_out=0)
+    feed.send(
+        T0 + 1800,
+        timestamp=int(T0 + 1800),
+        people_in=1,
+        people_out=0,
+        people_total_in=2,
+        people_total_out=0,
+    )
     assert feed.totals() == (2, 0)
 
 
