@@ -295,7 +295,11 @@ class Gateway:
         return {
             "gateway": dict(self.state.gateway_values),
             "sensors": {
-                sid: {"online": s.online, "values": dict(s.values)}
+                sid: {
+                    "online": s.online,
+                    "values": dict(s.values),
+                    "points": self.state.point_status(sid),
+                }
                 for sid, s in self.state.sensors.items()
             },
         }

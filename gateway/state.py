@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from gateway import pointstatus
 from gateway.linecount import LineLedger
 from objects.catalog import Model, Source
 from objects.pointmap import SensorSpec, sensor_points
@@ -48,6 +49,7 @@ FCNT_FRESH_JOIN = 16
 STATUS_ONLINE = 0x1
 STATUS_STALE = 0x2
 STATUS_NEVER = 0x4
+STATUS_NOT_REPORTED = 0x8  # some values are no longer reported (the reporting type changed)
 
 Value = int | float
 
@@ -75,6 +77,7 @@ class Change:
     sensor_id: str
     values: Mapping[str, Value]
     online: bool | None = None  # set only when freshness changed
+    not_reported: frozenset[str] | None = None  # set only when it changed: see gateway.pointstatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class SensorState:
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     max_fcnt: int | None = None
     applied_seq: int = 0  # last journal record reflected in this state
+    not_reported: set[str] = field(default_factory=set)  # see gateway.pointstatus
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ class SensorState:
             "seen": list(self.seen),
             "max_fcnt": self.max_fcnt,
             "applied_seq": self.applied_seq,
+            "not_reported": sorted(self.not_reported),
         }
 
     def load_json(self, doc: Mapping[str, Any]) -> None:
@@ -126,6 +131,7 @@ class SensorState:
         mf = doc["max_fcnt"]
         self.max_fcnt = None if mf is None else _count(mf)
         self.applied_seq = _count(doc["applied_seq"])
+        self.not_reported = {str(k) for k in doc.get("not_reported", ()) if k in known}
 
 
 def _num(v: object) -> Value:
@@ -226,11 +232,19 @@ class GatewayState:
     def _apply_new(self, s: SensorState, report: Report) -> ApplyResult:
         problems: list[str] = []
         changed: dict[str, Value] = {}
-        data = report.data
+        data = pointstatus.with_derived_total(report.data)
         received = report.received_at
         sensor_time = _sensor_time(data.get("timestamp"))
 
         self._apply_values(s, data, received, changed, problems)
+        keys = self._keys[s.spec.id]
+        dropped = pointstatus.not_reported_after(
+            [k for k in data if k in keys], keys, s.not_reported
+        )
+        not_reported = None
+        if dropped != s.not_reported:
+            s.not_reported = dropped
+            not_reported = frozenset(dropped)
         self._count_lines(s, data, sensor_time, received, history=False)
         history = data.get("history")
         if history is not None and not isinstance(history, list):
@@ -253,7 +267,7 @@ class GatewayState:
         s.online = bool(s.values.get("online"))
         self.dirty.add(s.spec.id)
         transition = s.online if s.online != was_online else None
-        self._emit(Change(s.spec.id, changed, online=transition))
+        self._emit(Change(s.spec.id, changed, online=transition, not_reported=not_reported))
         if transition and not self.replaying:
             if previous is None:
                 log.info("sensor %s: first report", s.spec.id)
@@ -367,7 +381,8 @@ class GatewayState:
         online = age <= s.stale_after
         return {
             "online": int(online),
-            "status": STATUS_ONLINE if online else STATUS_STALE,
+            "status": (STATUS_ONLINE if online else STATUS_STALE)
+            | (STATUS_NOT_REPORTED if s.not_reported & s.values.keys() else 0),
             "seconds_since_report": min(int(age), SECONDS_SATURATE),
             "last_report": s.last_report,
         }
@@ -456,6 +471,19 @@ class GatewayState:
         s.online = False  # decided by the first tick, against the real clock
         self.tick(self._clock())
         s.values.update(self._derived(s, self._clock()))
+
+    def point_status(self, sensor_id: str) -> dict[str, str]:
+        """Each of the sensor's own points: current, stale, not-reported or never-reported."""
+        s = self.sensors[sensor_id]
+        return {
+            k: pointstatus.status(k, s.values, s.not_reported, s.online)
+            for k in sorted(self._keys[sensor_id])
+        }
+
+    def usable(self, sensor_id: str) -> dict[str, Value]:
+        """The values an alarm rule may use: without those the sensor no longer reports."""
+        s = self.sensors[sensor_id]
+        return {k: v for k, v in s.values.items() if k not in s.not_reported}
 
     def current(self, sensor_id: str) -> Mapping[str, Value]:
         return self.sensors[sensor_id].values

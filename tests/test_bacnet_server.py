@@ -28,6 +28,8 @@ pytestmark = pytest.mark.asyncio
 
 OK = [0, 0, 0, 0]
 FAULT = [0, 1, 0, 0]
+OUT_OF_SERVICE = [0, 0, 0, 1]
+FAULT_NO_VALUE = [0, 1, 0, 1]
 
 
 @pytest_asyncio.fixture
@@ -336,7 +338,7 @@ async def test_values_are_never_shown_good_before_a_report(rig: Rig, client: Pee
     rig.state.tick()  # the daemon's first tick computes the health points
 
     assert await read(client, rig, people, "reliability") == "communication-failure"
-    assert await read(client, rig, people, "statusFlags") == FAULT
+    assert await read(client, rig, people, "statusFlags") == FAULT_NO_VALUE
     assert await read(client, rig, online, "presentValue") == "inactive"
     assert await read(client, rig, online, "reliability") == "no-fault-detected"
     assert await read(client, rig, last, "reliability") == "unreliable-other"
@@ -345,9 +347,29 @@ async def test_values_are_never_shown_good_before_a_report(rig: Rig, client: Pee
     assert await read(client, rig, people, "presentValue") == 5.0
     assert await read(client, rig, people, "reliability") == "no-fault-detected"
     assert await read(client, rig, online, "presentValue") == "active"
-    # The sensor reports, but never sent this value: still not good.
-    assert await read(client, rig, dwell, "reliability") == "unreliable-other"
+    # The sensor reports, but never sent this value: not current (out of service), yet no
+    # fault, so a BMS alarm list does not fill with values this sensor was never going to send.
+    assert await read(client, rig, dwell, "reliability") == "no-fault-detected"
+    assert await read(client, rig, dwell, "statusFlags") == OUT_OF_SERVICE
+    assert await read(client, rig, dwell, "outOfService") == 1
     assert await read(client, rig, last, "reliability") == "no-fault-detected"
+
+
+async def test_values_no_longer_reported_are_out_of_service(rig: Rig, client: Peer) -> None:
+    region = rig.object_id("lobby", "region_1_count")
+    people = rig.object_id("lobby", "people_count_all")
+    # Region People Counting: region counts, no total (the total is their sum).
+    rig.report("lobby", {"region_1_count": 13, "region_2_count": 1, "people_count_max": 14})
+    assert await read(client, rig, people, "presentValue") == 14.0
+    assert await read(client, rig, region, "statusFlags") == OK
+    # The sensor is switched to Occupancy reporting: total and bitmap, no region counts.
+    rig.report("lobby", {"people_count_all": 2, "region_count": 4, "region_1": 1})
+    assert await read(client, rig, region, "presentValue") == 13.0  # kept, but
+    assert await read(client, rig, region, "statusFlags") == OUT_OF_SERVICE
+    assert await read(client, rig, region, "reliability") == "no-fault-detected"
+    assert await read(client, rig, people, "statusFlags") == OK
+    rig.report("lobby", {"region_1_count": 3, "region_2_count": 0})
+    assert await read(client, rig, region, "statusFlags") == OK
 
 
 async def test_stale_sensor_flags_its_objects_but_not_its_health(rig: Rig, client: Peer) -> None:

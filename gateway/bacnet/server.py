@@ -247,8 +247,11 @@ class BacnetServer:
                 online = self._state.sensors[sensor_id].online
             else:
                 values, online = {}, False
+            known = self._state.sensors.get(sensor_id)
+            hidden = known.not_reported if known is not None else set()
             for obj in objs.values():
                 obj.link_down = not online
+                obj.not_reported = obj.point.key in hidden
             _load(objs, values)
 
     def _on_change(self, change: Change) -> None:
@@ -268,6 +271,9 @@ class BacnetServer:
         cov = self._cov
         assert cov is not None
         touched = _load(objs, change.values)
+        if change.not_reported is not None:
+            for obj in objs.values():
+                obj.not_reported = obj.point.key in change.not_reported
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():
