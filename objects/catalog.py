@@ -153,7 +153,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "{sensor} Status Word",
         _AI,
         17,
-        "Bit 0 online, bit 1 stale, bit 2 never reported since the gateway started",
+        "Bit 0 online, bit 1 stale, bit 2 never reported since the gateway started, bit 3 some "
+        "values are no longer reported (the reporting type changed; see the API)",
         _reg(0),
         cov_increment=1,
         source=Source.GATEWAY,
@@ -184,7 +185,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "{sensor} People Count",
         _AI,
         1,
-        "People currently detected in the whole detection area",
+        "People currently detected in the whole detection area; when the sensor reports region "
+        "counts only (VS121 Region People Counting), the sum of its region counts",
         _reg(4),
         cov_increment=1,
     ),

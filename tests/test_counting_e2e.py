@@ -253,3 +253,59 @@ def test_vs121p_trigger_overtaken_by_its_interval_report_over_http(rig: Rig) -> 
     )
     assert rig.totals("foyer") == (2, 0)
     assert rig.modbus_totals(3) == (2, 0)
+
+
+def _register(rig: Rig, address: int) -> int:
+    exe = shutil.which("mbpoll")
+    if exe is None:
+        pytest.skip("mbpoll is not installed")
+    out = subprocess.run(
+        [
+            exe,
+            "-m",
+            "tcp",
+            "-p",
+            str(rig.modbus_port),
+            "-0",
+            "-1",
+            "-t",
+            "3",
+            "-r",
+            str(address),
+            "-c",
+            "1",
+            "127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith(f"[{address}]:"))
+    return int(line.split(":")[1]) & 0xFFFF
+
+
+def test_region_only_sensor_and_a_change_of_reporting_type(rig: Rig) -> None:
+    t0 = time.time() - 130  # recent: the sensor is online
+    # The guide's Region People Counting example: region 2 has 1 person, region 8 has 3; no 04c9.
+    rig.uplink(t0 + 60, "07d50001000000000003" + "06cd05" + "0ee40004000b00")
+    rig.settled()
+    hall = rig.daemon.status()["sensors"]["hall"]
+    assert hall["values"]["people_count_all"] == 4  # the sum of the region counts
+    assert hall["points"]["people_count_all"] == "current"
+    assert hall["points"]["region_2_count"] == "current"
+    assert hall["points"]["region_1"] == "never-reported"
+    assert _register(rig, 204) == 4  # People Count on Modbus
+    assert _register(rig, 200) & 0x8 == 0  # nothing left over from another reporting type
+
+    # Switched to Occupancy: total 2, regions 1 and 6 occupied, no region counts any more.
+    rig.uplink(t0 + 120, "04c9020800a1" + "06cd02")
+    rig.settled()
+    hall = rig.daemon.status()["sensors"]["hall"]
+    assert hall["values"]["people_count_all"] == 2
+    assert hall["values"]["region_2_count"] == 1  # the last number is kept, but
+    assert hall["points"]["region_2_count"] == "not-reported"
+    assert hall["points"]["region_1"] == "current"
+    status = _register(rig, 200)
+    assert status & 0x1  # online
+    assert status & 0x8  # some values are no longer reported
