@@ -13,6 +13,7 @@ from typing import Any
 from gateway import __version__
 from gateway.bacnet import BacnetServer
 from gateway.codec.vs121_downlink import DOWNLINK_FPORT, ResetCumulativeCount
+from gateway.daily import DayClock
 from gateway.envelopes import downlink_message
 from gateway.errors import EncodeError
 from gateway.http_source import HttpServer
@@ -47,7 +48,11 @@ class Gateway:
         self.metrics: GatewayMetrics = default_metrics()
         self.notifier = notifier or Notifier.from_env()
         self.state = GatewayState(
-            [(s.spec(), float(s.stale_seconds), float(s.report_interval)) for s in settings.sensors]
+            [
+                (s.spec(), float(s.stale_seconds), float(s.report_interval))
+                for s in settings.sensors
+            ],
+            day_clock=DayClock.parse(settings.daily.timezone, settings.daily.reset_time),
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)

@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway import pointstatus
+from gateway.daily import UTC_MIDNIGHT, DailyTotals, DayClock
 from gateway.linecount import LineLedger
 from objects.catalog import Model, Source
 from objects.pointmap import SensorSpec, sensor_points
@@ -101,6 +102,7 @@ class SensorState:
     max_fcnt: int | None = None
     applied_seq: int = 0  # last journal record reflected in this state
     not_reported: set[str] = field(default_factory=set)  # see gateway.pointstatus
+    daily: DailyTotals = field(default_factory=DailyTotals)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -116,6 +118,7 @@ class SensorState:
             "max_fcnt": self.max_fcnt,
             "applied_seq": self.applied_seq,
             "not_reported": sorted(self.not_reported),
+            "daily": self.daily.to_json(),
         }
 
     def load_json(self, doc: Mapping[str, Any]) -> None:
@@ -132,6 +135,8 @@ class SensorState:
         self.max_fcnt = None if mf is None else _count(mf)
         self.applied_seq = _count(doc["applied_seq"])
         self.not_reported = {str(k) for k in doc.get("not_reported", ()) if k in known}
+        daily = doc.get("daily")
+        self.daily = DailyTotals() if daily is None else DailyTotals.from_json(daily)
 
 
 def _num(v: object) -> Value:
@@ -172,8 +177,10 @@ class GatewayState:
         sensors: Sequence[tuple[SensorSpec, float, float]],
         *,
         clock: Callable[[], float] = time.time,
+        day_clock: DayClock = UTC_MIDNIGHT,
     ) -> None:
         self._clock = clock
+        self._day = day_clock
         self.sensors: dict[str, SensorState] = {
             spec.id: SensorState(
                 spec=spec,
@@ -245,6 +252,7 @@ class GatewayState:
         if dropped != s.not_reported:
             s.not_reported = dropped
             not_reported = frozenset(dropped)
+        before = s.ledger.total_in, s.ledger.total_out
         self._count_lines(s, data, sensor_time, received, history=False)
         history = data.get("history")
         if history is not None and not isinstance(history, list):
@@ -260,6 +268,11 @@ class GatewayState:
             self._apply_values(s, fields, min(rts, received), changed, problems)
             self._count_lines(s, record, rts, received, history=True)
 
+        s.daily.add(
+            self._day.day(received),
+            max(0, s.ledger.total_in - before[0]),
+            max(0, s.ledger.total_out - before[1]),
+        )
         previous = s.last_report
         s.last_report = max(s.last_report or 0.0, received)
         changed.update(self._derived(s, self._clock()))
@@ -368,6 +381,8 @@ class GatewayState:
             "gateway_total_out": lines.total_out % TOTAL_MODULO,
             "line_occupancy": min(max(0, lines.total_in - lines.total_out), SECONDS_SATURATE),
         }
+        s.daily.roll(self._day.day(now))
+        out.update(s.daily.values())
         out.update(self._freshness_values(s, now))
         changed = {k: v for k, v in out.items() if s.values.get(k) != v}
         s.values.update(changed)
@@ -392,6 +407,8 @@ class GatewayState:
         now = self._clock() if now is None else now
         for s in self.sensors.values():
             values = self._freshness_values(s, now)
+            if s.daily.roll(self._day.day(now)):
+                values.update(s.daily.values())
             online = bool(values["online"])
             changed = {k: v for k, v in values.items() if s.values.get(k) != v}
             transition: bool | None = None

@@ -387,6 +387,25 @@ SENSOR_POINTS: tuple[Point, ...] = (
         writable=True,
         source=Source.COMMAND,
     ),
+    # -- daily line totals (see gateway.daily); one register each, so a block stays one read ----
+    *(
+        Point(
+            f"{when}_{way}",
+            f"{{sensor}} {way.capitalize()} {when.capitalize()}",
+            _AI,
+            30 + i,
+            f"{'Inward' if way == 'in' else 'Outward'} crossings counted by the gateway "
+            + ("today" if when == "today" else "on the previous day")
+            + " (the day starts at the configured local reset time; kept across restarts; "
+            "Modbus holds up to 65535)",
+            _reg(120 + i),
+            cov_increment=1,
+            source=Source.GATEWAY,
+        )
+        for i, (when, way) in enumerate(
+            [("today", "in"), ("today", "out"), ("yesterday", "in"), ("yesterday", "out")]
+        )
+    ),
 )
 
 GATEWAY_POINTS: tuple[Point, ...] = (

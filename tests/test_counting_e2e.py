@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -309,3 +309,43 @@ def test_region_only_sensor_and_a_change_of_reporting_type(rig: Rig) -> None:
     status = _register(rig, 200)
     assert status & 0x1  # online
     assert status & 0x8  # some values are no longer reported
+
+
+def test_daily_totals_roll_at_the_reset_time_and_survive_kill_9(
+    tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> None:
+    now = time.time()
+    # "Today" began two hours ago: the reset time is set to that moment (UTC, whole minutes).
+    start = datetime.fromtimestamp(now - 7200, UTC)
+    reset = f"{start.hour:02d}:{start.minute:02d}"
+    port = new_http_port()
+    modbus_port = free_port()
+    cfg = gateway_config(
+        tmp_path / "state",
+        mqtt_port=mqtt_broker.port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+        extra=f'[daily]\ntimezone = "UTC"\nreset_time = "{reset}"\n',
+    )
+    env = {"VS121GW_MODBUS__TCP__ENABLED": "true", "VS121GW_MODBUS__TCP__PORT": str(modbus_port)}
+    daemon = Daemon(tmp_path, cfg, http_port=port)
+    daemon.start(env=env)
+    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    rig = Rig(daemon, modbus_port, mqtt_broker.port)
+    try:
+        rig.uplink(now - 3 * 3600, periodic(7, 3))  # yesterday (before today's reset)
+        rig.uplink(now - 600, periodic(2, 1))  # today
+        rig.settled()
+        values = daemon.values("hall")
+        expected = {"today_in": 2, "today_out": 1, "yesterday_in": 7, "yesterday_out": 3}
+        assert {k: values[k] for k in expected} == expected
+        assert [_register(rig, 200 + 120 + i) for i in range(4)] == [2, 1, 7, 3]
+        daemon.kill()  # nothing is saved on the way out
+        daemon.start(env=env)
+        values = daemon.values("hall")
+        assert {k: values[k] for k in expected} == expected
+        assert values["gateway_total_in"] == 9
+    finally:
+        rig.close()
+        if daemon.running():
+            assert daemon.stop() == 0

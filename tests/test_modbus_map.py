@@ -91,7 +91,7 @@ def test_map_documents_the_rules_a_plc_programmer_needs() -> None:
     assert "the low word first" in text
     assert "reads 0" in text
     assert "02 any address outside the blocks" in text
-    assert "| hall | input | 2400 | 2519 | 302401 | 302520 |" in text
+    assert "| hall | input | 2400 | 2523 | 302401 | 302524 |" in text
 
 
 # -- the map against the running server --------------------------------------------------------

@@ -350,7 +350,7 @@ def test_other_model_points_in_a_block_read_zero() -> None:
     spec = SensorSpec(id="x", name="X", number=4, model=Model.VS121)
     image = RegisterImage(resolve([spec]), word_order="high_first")
     assert image.read_registers(Table.INPUT, 800 + 56, 64) == bytes(128)
-    assert image.read_registers(Table.INPUT, 800 + 120, 1) is None
+    assert image.read_registers(Table.INPUT, 800 + 124, 1) is None
 
 
 def test_a_failing_request_costs_one_answer_04(caplog: pytest.LogCaptureFixture) -> None:
