@@ -11,20 +11,24 @@ yesterday becomes 0 when a whole day passed without the gateway running.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 KEYS = ("today_in", "today_out", "yesterday_in", "yesterday_out")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DayClock:
     """Which day a moment belongs to, for a zone and a reset time of day."""
 
     zone: ZoneInfo
     reset_minutes: int = 0  # minutes after local midnight at which a day starts
+    # The last days computed, with their bounds in unix time: asked twice per report (its
+    # receive time and now), nearly always about the same day or two.
+    _known: list[tuple[float, float, int]] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def parse(cls, zone: str, reset_time: str) -> DayClock:
@@ -33,8 +37,24 @@ class DayClock:
 
     def day(self, unix: float) -> int:
         """The day's ordinal (days since 0001-01-01) of the moment `unix`."""
+        for lo, hi, known in self._known:
+            if lo <= unix < hi:
+                return known
+        day = self._compute(unix)
+        lo, hi = self._start(day), self._start(day + 1)
+        # Only trust the bounds when they say the same (a reset time inside a daylight-saving
+        # gap or overlap could make a local time ambiguous).
+        if lo <= unix < hi and self._compute(lo) == day and self._compute(hi) == day + 1:
+            self._known = [(lo, hi, day), *self._known[:1]]
+        return day
+
+    def _compute(self, unix: float) -> int:
         local = datetime.fromtimestamp(unix, self.zone) - timedelta(minutes=self.reset_minutes)
         return local.date().toordinal()
+
+    def _start(self, day: int) -> float:
+        midnight = datetime.combine(date.fromordinal(day), dtime(0), self.zone)
+        return (midnight + timedelta(minutes=self.reset_minutes)).timestamp()
 
 
 UTC_MIDNIGHT = DayClock(ZoneInfo("UTC"))

@@ -229,8 +229,11 @@ class LineLedger:
         reading = Reading(at, acc_in % self.modulo, acc_out % self.modulo, exact)
         self.readings.insert(i, reading)
         if len(self.readings) > KEPT:
-            del self.readings[:-KEPT]
-            i = self.readings.index(reading)
+            cut = len(self.readings) - KEPT
+            del self.readings[:cut]
+            if i < cut:
+                return False  # older than everything kept: nothing to compare it with
+            i -= cut
         before = self.total_in, self.total_out
         if i > 0:
             self._settle_between(self.readings[i - 1], reading, period, history)
@@ -277,7 +280,7 @@ class LineLedger:
             return False
         if self._trigger_seen(at, n_in, n_out, exact=exact, live=not history):
             return False
-        bisect.insort(self.triggers, Trigger(at, n_in, n_out, exact, history))
+        bisect.insort(self.triggers, Trigger(at, n_in, n_out, exact, history), key=_time)
         del self.triggers[:-KEPT]
         entry = Pending(received, sensor_time, n_in, n_out)
         lo, hi = self._window(entry)
@@ -526,6 +529,10 @@ class LineLedger:
         self.clock = []
         self.timed = any(s.exact for s in self.spans)
         self.longest = max((s.end - s.start for s in self.spans), default=0.0)
+
+
+def _time(t: Trigger) -> float:
+    return t.time
 
 
 def _span(row: Any) -> Span:

@@ -16,6 +16,7 @@ Point status, as `/api/sensors` shows it:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
@@ -32,6 +33,7 @@ _FLOW: Final = re.compile(r"^[a-d]_to_[a-d]$")
 _LINE_PERIOD: Final = frozenset({"people_in", "people_out", "people_total_in", "people_total_out"})
 
 
+@functools.lru_cache(maxsize=4096)  # called per key per report; the keys are the catalog's
 def family(key: str) -> str | None:
     """The group of values one report carries together; None for values that stand alone
     (a trigger's counts, the interval maximum, which only some reports of a family carry)."""
@@ -63,7 +65,8 @@ def not_reported_after(
     """Keys no longer reported once a live report carrying `report` has been applied."""
     families = {f for f in map(family, report) if f is not None}
     out = {k for k in before if k not in report}
-    out.update(k for k in keys if k not in report and family(k) in families)
+    if families:
+        out.update(k for k in keys if family(k) in families and k not in report)
     return out
 
 
