@@ -424,6 +424,18 @@ async def test_cov_notifies_after_a_state_change(rig: Rig, client: Peer) -> None
     assert change["values"] == {"presentValue": 4.0, "statusFlags": OK}
 
 
+async def test_cov_tells_when_a_value_is_no_longer_reported(rig: Rig, client: Peer) -> None:
+    region = rig.object_id("lobby", "region_1_count")
+    rig.report("lobby", {"region_1_count": 13, "region_2_count": 0})
+    await client.call("subscribe", address=rig.address, object=region, process=4, lifetime=120)
+    first = await client.next_event(cov_for(region))
+    assert first["values"] == {"presentValue": 13.0, "statusFlags": OK}
+    # The reporting type changes: the value stays 13, its Status_Flags say out of service.
+    rig.report("lobby", {"people_count_all": 2, "region_1": 1})
+    change = await client.next_event(cov_for(region))
+    assert change["values"] == {"presentValue": 13.0, "statusFlags": OUT_OF_SERVICE}
+
+
 async def test_cov_increment_of_subscribe_cov_property(rig: Rig, client: Peer) -> None:
     people = rig.object_id("lobby", "people_count_all")
     rig.report("lobby", {"people_count_all": 10})

@@ -202,6 +202,11 @@ class PointObject:
         )
 
     @property
+    def flag_bits(self) -> int:
+        """The Status_Flags bits that can change (fault 1, out of service 2): COV follows them."""
+        return int(self.fault) | int(self.out_of_service) << 1
+
+    @property
     def fault(self) -> bool:
         return self.reliability != NO_FAULT_DETECTED
 

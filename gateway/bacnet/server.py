@@ -273,7 +273,10 @@ class BacnetServer:
         touched = _load(objs, change.values)
         if change.not_reported is not None:
             for obj in objs.values():
-                obj.not_reported = obj.point.key in change.not_reported
+                hidden = obj.point.key in change.not_reported
+                if obj.not_reported != hidden:
+                    obj.not_reported = hidden
+                    touched.append(obj)  # Status_Flags changed: COV subscribers are told
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():
