@@ -2,10 +2,10 @@
 
 A sensor's reporting type decides which values it sends: the VS121 sends the total and region
 occupancy (04c9) in "Occupancy" mode but per-region counts (07d5/08d5) and no total in "Region
-People Counting" mode; a VS121-P may drop `total_data`. Values come in families that one report
-carries together, so a live report that carries any value of a family and not another one of the
-same family says the sensor no longer reports that one. Such a value keeps its last number but
-must not look current: sinks mark it and alarm rules ignore it, until the sensor reports it again.
+People Counting" mode; a VS121-P may drop `total_data`. A live report that carries the values of
+one type and none of the other's says the sensor no longer sends the other's. Such a value keeps
+its last number but must not look current: sinks mark it and alarm rules ignore it, until the
+sensor reports it again.
 
 Point status, as `/api/sensors` shows it:
 - current: reported by the sensor's latest report of its kind, and the sensor is online;
@@ -27,25 +27,30 @@ NOT_REPORTED: Final = "not-reported"
 NEVER_REPORTED: Final = "never-reported"
 
 TOTAL_KEY: Final = "people_count_all"
-_REGION: Final = re.compile(r"^region_\d+(_count)?$")
+_REGION_BIT: Final = re.compile(r"^region_\d+$")
 _REGION_COUNT: Final = re.compile(r"^region_(\d+)_count$")
-_FLOW: Final = re.compile(r"^[a-d]_to_[a-d]$")
-_LINE_PERIOD: Final = frozenset({"people_in", "people_out", "people_total_in", "people_total_out"})
 
 
 @functools.lru_cache(maxsize=4096)  # called per key per report; the keys are the catalog's
 def family(key: str) -> str | None:
-    """The group of values one report carries together; None for values that stand alone
-    (a trigger's counts, the interval maximum, which only some reports of a family carry)."""
-    if key in (TOTAL_KEY, "region_count") or _REGION.match(key):
-        return "occupancy"
-    if key in _LINE_PERIOD:
+    """Which of a sensor's reporting types sends a value, where types exclude each other:
+    "bitmap" (Occupancy: mapped regions and their occupancy), "counts" (Region People Counting:
+    people per region), "line" / "line_total" (periodic line counts / the sensor's own totals);
+    None for values every type may carry (the total, the interval maximum, triggers, ...)."""
+    if key == "region_count" or _REGION_BIT.match(key):
+        return "bitmap"
+    if _REGION_COUNT.match(key):
+        return "counts"
+    if key in ("people_in", "people_out"):
         return "line"
-    if "dwell_time" in key:
-        return "dwell"
-    if _FLOW.match(key):
-        return "flow"
+    if key in ("people_total_in", "people_total_out"):
+        return "line_total"
     return None
+
+
+# A report with values of the first family and none of the second shows the second is no
+# longer sent (the VS121's two region reporting types; a VS121-P without total_data).
+_SUPERSEDES: Final = (("bitmap", "counts"), ("counts", "bitmap"), ("line", "line_total"))
 
 
 def with_derived_total(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -62,11 +67,15 @@ def with_derived_total(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def not_reported_after(
     report: Collection[str], keys: Iterable[str], before: Collection[str]
 ) -> set[str]:
-    """Keys no longer reported once a live report carrying `report` has been applied."""
+    """Keys no longer reported once a live report carrying `report` has been applied.
+
+    Only a change of reporting type marks a value: a report that carries a partial set of
+    values (a trigger, a pre-decoded object from a network server) marks nothing."""
     families = {f for f in map(family, report) if f is not None}
     out = {k for k in before if k not in report}
-    if families:
-        out.update(k for k in keys if family(k) in families and k not in report)
+    gone = {old for new, old in _SUPERSEDES if new in families and old not in families}
+    if gone:
+        out.update(k for k in keys if family(k) in gone)
     return out
 
 

@@ -65,3 +65,14 @@ def test_vs121p_without_total_data_marks_the_sensor_totals() -> None:
     state.apply(Report("s1", full, T0, "a"))
     state.apply(Report("s1", {"people_in": 0, "people_out": 1}, T0 + 300, "b"))
     assert state.point_status("s1")["people_total_in"] == "not-reported"
+
+
+def test_a_partial_report_marks_nothing() -> None:
+    # A network server's own codec may send only some fields: that is no change of type.
+    state = make()
+    state.apply(Report("s1", {"region_1_count": 2, "region_2_count": 1}, T0, "a"))
+    state.apply(Report("s1", {"people_count_all": 3}, T0, "b"))
+    state.apply(Report("s1", {"region_3_count": 0}, T0, "c"))
+    points = state.point_status("s1")
+    assert points["region_1_count"] == "current"
+    assert state.current("s1")["status"] == STATUS_ONLINE
