@@ -29,6 +29,7 @@ NEVER_REPORTED: Final = "never-reported"
 TOTAL_KEY: Final = "people_count_all"
 _REGION_BIT: Final = re.compile(r"^region_\d+$")
 _REGION_COUNT: Final = re.compile(r"^region_(\d+)_count$")
+_FIRST_EIGHT: Final = tuple(f"region_{n}_count" for n in range(1, 9))
 
 
 @functools.lru_cache(maxsize=4096)  # called per key per report; the keys are the catalog's
@@ -55,11 +56,13 @@ _SUPERSEDES: Final = (("bitmap", "counts"), ("counts", "bitmap"), ("line", "line
 
 def with_derived_total(data: Mapping[str, Any]) -> Mapping[str, Any]:
     """The report, with People Count as the sum of its region counts when it carries region
-    counts and no total (the VS121's Region People Counting reporting type)."""
-    if TOTAL_KEY in data:
+    counts and no total (the VS121's Region People Counting reporting type). Only a whole
+    region report counts (07d5 always carries regions 1-8): a partial set of fields, as a
+    network server's own codec may send, is no total."""
+    if TOTAL_KEY in data or not all(k in data for k in _FIRST_EIGHT):
         return data
     counts = [v for k, v in data.items() if _REGION_COUNT.match(k)]
-    if not counts or not all(type(v) is int and 0 <= v < 1 << 16 for v in counts):
+    if not all(type(v) is int and 0 <= v < 1 << 16 for v in counts):
         return data
     return {**data, TOTAL_KEY: sum(counts)}
 

@@ -359,7 +359,8 @@ async def test_values_no_longer_reported_are_out_of_service(rig: Rig, client: Pe
     region = rig.object_id("lobby", "region_1_count")
     people = rig.object_id("lobby", "people_count_all")
     # Region People Counting: region counts, no total (the total is their sum).
-    rig.report("lobby", {"region_1_count": 13, "region_2_count": 1, "people_count_max": 14})
+    regions = {f"region_{n}_count": 0 for n in range(3, 9)}
+    rig.report("lobby", {"region_1_count": 13, "region_2_count": 1, **regions})
     assert await read(client, rig, people, "presentValue") == 14.0
     assert await read(client, rig, region, "statusFlags") == OK
     # The sensor is switched to Occupancy reporting: total and bitmap, no region counts.

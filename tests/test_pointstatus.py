@@ -16,7 +16,9 @@ def make(model: Model = Model.VS121) -> GatewayState:
 
 def test_region_counts_only_give_the_total_as_their_sum() -> None:
     state = make()
-    state.apply(Report("s1", {"region_1_count": 2, "region_2_count": 1, "region_8_count": 3}, T0))
+    regions = {f"region_{n}_count": 0 for n in range(1, 9)}
+    regions.update(region_1_count=2, region_2_count=1, region_8_count=3)
+    state.apply(Report("s1", regions, T0))
     assert state.current("s1")["people_count_all"] == 6  # region 8 counts though not mapped
     assert state.point_status("s1")["people_count_all"] == "current"
 
@@ -73,6 +75,7 @@ def test_a_partial_report_marks_nothing() -> None:
     state.apply(Report("s1", {"region_1_count": 2, "region_2_count": 1}, T0, "a"))
     state.apply(Report("s1", {"people_count_all": 3}, T0, "b"))
     state.apply(Report("s1", {"region_3_count": 0}, T0, "c"))
+    assert state.current("s1")["people_count_all"] == 3  # a partial report is no total
     points = state.point_status("s1")
     assert points["region_1_count"] == "current"
     assert state.current("s1")["status"] == STATUS_ONLINE

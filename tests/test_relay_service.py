@@ -323,7 +323,8 @@ by_total = site_fixture(alarm(trigger="total", threshold=3))
 
 async def test_total_of_a_region_only_sensor_is_the_sum_of_its_regions(by_total: Site) -> None:
     # The VS121's Region People Counting type sends no total (04c9), only region counts.
-    by_total.report("lobby", region_1_count=1, region_2_count=3, people_count_max=4)
+    regions = {f"region_{n}_count": 0 for n in range(3, 9)}
+    by_total.report("lobby", region_1_count=1, region_2_count=3, people_count_max=4, **regions)
     assert int(by_total.value("rule_1_status")) & STATUS_STALE == 0  # reporting, so not stale
     assert by_total.alarm_on()  # 4 people > 3
 
