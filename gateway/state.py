@@ -9,7 +9,10 @@ Rules (each has a test):
   they were received; a history record by its own time, but never later than its arrival, so a
   sensor clock that runs fast cannot freeze the present values.
 - Line crossings reach the gateway's totals exactly once: see `gateway.linecount`. Totals are
-  32-bit (they wrap at 2^32), persisted, and reset only by a command.
+  32-bit (they wrap at 2^32), persisted, and reset only by a command. Daily totals (today and
+  yesterday) follow them by the day a report was received: see `gateway.daily`.
+- A value the sensor no longer sends (its reporting type changed) is kept but marked, and a
+  region-only report gets its total as the sum of its regions: see `gateway.pointstatus`.
 - Freshness: a sensor silent for longer than its stale-after time is offline; its values are kept
   but flagged, and the transition is reported once each way. Freshness is judged on the local
   receive time, never on a time the message carries.
