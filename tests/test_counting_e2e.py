@@ -349,3 +349,35 @@ def test_daily_totals_roll_at_the_reset_time_and_survive_kill_9(
         rig.close()
         if daemon.running():
             assert daemon.stop() == 0
+
+
+def test_boundary_example_holds_across_kill_9(tmp_path: Path, mqtt_broker: MosquittoBroker) -> None:
+    # The credit left by the periodic report must survive a crash between it and trigger B.
+    port = new_http_port()
+    cfg = gateway_config(
+        tmp_path / "state",
+        mqtt_port=mqtt_broker.port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+    )
+    daemon = Daemon(tmp_path, cfg, http_port=port)
+    daemon.start()
+    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    rig = Rig(daemon, free_port(), mqtt_broker.port)
+    try:
+        t0 = base_time() + 1200
+        rig.uplink(t0 - 4, trigger(1, 0))
+        rig.uplink(t0, periodic(2, 0))
+        rig.settled()
+        daemon.kill()
+        daemon.start()
+        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        assert rig.totals() == (2, 0)
+        rig.uplink(t0 + 10, trigger(1, 0))
+        rig.uplink(t0 + 60, periodic(0, 0))  # after B (one publisher, in order): a marker
+        daemon.wait_until(lambda: daemon.values("hall").get("people_in") == 0, what="marker")
+        assert rig.totals() == (2, 0)
+    finally:
+        rig.close()
+        if daemon.running():
+            assert daemon.stop() == 0
