@@ -17,6 +17,7 @@ from gateway.bacnet.restart import EXIT_REINITIALIZE, record_restart
 from gateway.command_service import CommandService
 from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.config_audit import open_endpoints
+from gateway.daily import DayClock
 from gateway.diskspace import free_bytes, mib
 from gateway.downlink_events import parse_event
 from gateway.envelopes import Uplink
@@ -64,7 +65,11 @@ class Gateway:
         self.refused = refused_connections(self.metrics.registry)
         self.notifier = notifier or Notifier.from_env()
         self.state = GatewayState(
-            [(s.spec(), float(s.stale_seconds), float(s.report_interval)) for s in settings.sensors]
+            [
+                (s.spec(), float(s.stale_seconds), float(s.report_interval))
+                for s in settings.sensors
+            ],
+            day_clock=DayClock.parse(settings.daily.timezone, settings.daily.reset_time),
         )
         self.store = StateStore(settings.gateway.state_dir)
         self.committer = Committer(self.state, self.store, on_write=self._on_write)
@@ -464,6 +469,7 @@ class Gateway:
                     "online": s.online,
                     "values": dict(s.values),
                     "device": dict(self.commands.facts.get(sid, {})),
+                    "points": self.state.point_status(sid),
                 }
                 for sid, s in self.state.sensors.items()
             },

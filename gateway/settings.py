@@ -11,6 +11,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -43,6 +44,33 @@ class GatewaySection(_Strict):
     name: str = Field("VS121 Gateway", min_length=1, max_length=64)
     state_dir: Path = Path("state")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DailySection(_Strict):
+    """When "today" starts for the daily line totals: a local time of day in a time zone."""
+
+    timezone: str = "UTC"  # an IANA zone name, e.g. "Europe/Berlin"
+    reset_time: str = "00:00"  # HH:MM, local
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{v!r} is not a known time zone; expected an IANA name such as "
+                "'Europe/Berlin' or 'UTC'"
+            ) from None
+        return v
+
+    @field_validator("reset_time")
+    @classmethod
+    def _time(cls, v: str) -> str:
+        m = re.fullmatch(r"([01]\d|2[0-3]):([0-5]\d)", v)
+        if m is None:
+            raise ValueError(f"{v!r} is not a time of day; expected HH:MM from 00:00 to 23:59")
+        return v
 
 
 class BbmdSection(_Strict):
@@ -445,6 +473,7 @@ class Settings(BaseSettings):
     mqtt: MqttSection = MqttSection()
     simulate: SimulateSection = SimulateSection()
     downlinks: DownlinkSection = DownlinkSection()
+    daily: DailySection = DailySection()
     sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
     alarms: Annotated[list[AlarmSection], Field(max_length=MAX_RULES)] = []
 

@@ -10,7 +10,10 @@ Rules (each has a test):
   record by its own time, but never later than its arrival, so a sensor clock that runs fast
   cannot freeze the present values.
 - Line crossings reach the gateway's totals exactly once: see `gateway.linecount`. Totals are
-  32-bit (they wrap at 2^32), persisted, and reset only by a command.
+  32-bit (they wrap at 2^32), persisted, and reset only by a command. Daily totals (today and
+  yesterday) follow them by the day a report was received: see `gateway.daily`.
+- A value the sensor no longer sends (its reporting type changed) is kept but marked, and a
+  region-only report gets its total as the sum of its regions: see `gateway.pointstatus`.
 - Freshness: a sensor silent for longer than its stale-after time is offline; its values are kept
   but flagged, and the transition is reported once each way. Freshness is judged on the local
   receive time, measured on the monotonic clock (a wall-clock step is logged once and changes
@@ -30,8 +33,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from gateway import pointstatus
+from gateway.daily import UTC_MIDNIGHT, DailyTotals, DayClock
 from gateway.linecount import LineLedger
-from objects.catalog import Source
+from objects.catalog import Model, Source
 from objects.pointmap import SensorSpec, sensor_points
 
 log = logging.getLogger("gateway.state")
@@ -51,6 +56,7 @@ FCNT_FRESH_JOIN = 16
 STATUS_ONLINE = 0x1
 STATUS_STALE = 0x2
 STATUS_NEVER = 0x4
+STATUS_NOT_REPORTED = 0x8  # some values are no longer reported (the reporting type changed)
 
 Value = int | float
 
@@ -78,6 +84,7 @@ class Change:
     sensor_id: str
     values: Mapping[str, Value]
     online: bool | None = None  # set only when freshness changed
+    not_reported: frozenset[str] | None = None  # set only when it changed: see gateway.pointstatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +110,8 @@ class SensorState:
     # When the newest report was heard, on the monotonic clock (not persisted: rebuilt from
     # last_report on restore). Freshness is measured on it, so a wall-clock step changes nothing.
     heard_at: float | None = None
+    not_reported: set[str] = field(default_factory=set)  # see gateway.pointstatus
+    daily: DailyTotals = field(default_factory=DailyTotals)
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -117,6 +126,8 @@ class SensorState:
             "seen": list(self.seen),
             "max_fcnt": self.max_fcnt,
             "applied_seq": self.applied_seq,
+            "not_reported": sorted(self.not_reported),
+            "daily": self.daily.to_json(),
         }
 
     def load_json(self, doc: Mapping[str, Any]) -> None:
@@ -132,6 +143,9 @@ class SensorState:
         mf = doc["max_fcnt"]
         self.max_fcnt = None if mf is None else _count(mf)
         self.applied_seq = _count(doc["applied_seq"])
+        self.not_reported = {str(k) for k in doc.get("not_reported", ()) if k in known}
+        daily = doc.get("daily")
+        self.daily = DailyTotals() if daily is None else DailyTotals.from_json(daily)
 
 
 def _num(v: object) -> Value:
@@ -173,17 +187,21 @@ class GatewayState:
         *,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] | None = None,
+        day_clock: DayClock = UTC_MIDNIGHT,
     ) -> None:
         self._clock = clock
         # A test that injects one clock moves both; the daemon's wall clock may step, this not.
         self._mono = monotonic or (time.monotonic if clock is time.time else clock)
         self._wall_minus_mono: float | None = None
+        self._day = day_clock
         self.sensors: dict[str, SensorState] = {
             spec.id: SensorState(
                 spec=spec,
                 stale_after=stale,
                 ledger=LineLedger(
-                    interval=interval, window=min(HISTORY_MATCH_WINDOW_S, interval / 2)
+                    interval=interval,
+                    window=min(HISTORY_MATCH_WINDOW_S, interval / 2),
+                    modulo=accumulated_modulo(spec.model),
                 ),
             )
             for spec, stale, interval in sensors
@@ -234,7 +252,7 @@ class GatewayState:
     def _apply_new(self, s: SensorState, report: Report) -> ApplyResult:
         problems: list[str] = []
         changed: dict[str, Value] = {}
-        data = report.data
+        data = pointstatus.with_derived_total(report.data)
         received = report.received_at
         sensor_time = _sensor_time(data.get("timestamp"))
 
@@ -242,6 +260,15 @@ class GatewayState:
         # clock said when it came (it may have stepped back since the last one).
         live_when = max(received, max(s.as_of.values(), default=received))
         self._apply_values(s, data, live_when, changed, problems)
+        keys = self._keys[s.spec.id]
+        dropped = pointstatus.not_reported_after(
+            [k for k in data if k in keys], keys, s.not_reported
+        )
+        not_reported = None
+        if dropped != s.not_reported:
+            s.not_reported = dropped
+            not_reported = frozenset(dropped)
+        before = s.ledger.total_in, s.ledger.total_out
         self._count_lines(s, data, sensor_time, received, history=False)
         history = data.get("history")
         if history is not None and not isinstance(history, list):
@@ -257,6 +284,11 @@ class GatewayState:
             self._apply_values(s, fields, min(rts, received), changed, problems)
             self._count_lines(s, record, rts, received, history=True)
 
+        s.daily.add(
+            self._day.day(received),
+            max(0, s.ledger.total_in - before[0]),
+            max(0, s.ledger.total_out - before[1]),
+        )
         previous = s.last_report
         heard = self._heard_at(received)
         if s.heard_at is None or heard >= s.heard_at:
@@ -267,7 +299,7 @@ class GatewayState:
         s.online = bool(s.values.get("online"))
         self.dirty.add(s.spec.id)
         transition = s.online if s.online != was_online else None
-        self._emit(Change(s.spec.id, changed, online=transition))
+        self._emit(Change(s.spec.id, changed, online=transition, not_reported=not_reported))
         if transition and not self.replaying:
             if previous is None:
                 log.info("sensor %s: first report", s.spec.id)
@@ -336,24 +368,26 @@ class GatewayState:
         *,
         history: bool,
     ) -> None:
-        exact = sensor_time is not None
-        when = sensor_time if sensor_time is not None else received
+        lines = s.ledger
+        if sensor_time is not None and not history:
+            lines.observe_clock(received, sensor_time)
+        period: tuple[int, int] | None = None
         if "people_in" in d or "people_out" in d:
+            period = _count_or_zero(d.get("people_in")), _count_or_zero(d.get("people_out"))
             start = _sensor_time(d.get("period_start")) if not history else None
-            s.ledger.period(
-                when,
-                _count_or_zero(d.get("people_in")),
-                _count_or_zero(d.get("people_out")),
-                exact=exact,
-                history=history,
-                start=start,
-            )
+            lines.period(received, sensor_time, *period, history=history, start=start)
+        if "people_total_in" in d and "people_total_out" in d:
+            acc_in, acc_out = d["people_total_in"], d["people_total_out"]
+            if _is_count(acc_in) and _is_count(acc_out):
+                lines.accumulated(
+                    received, sensor_time, acc_in, acc_out, history=history, period=period
+                )
         if "line_in" in d or "line_out" in d:
-            s.ledger.trigger(
-                when,
+            lines.trigger(
+                received,
+                sensor_time,
                 _count_or_zero(d.get("line_in")),
                 _count_or_zero(d.get("line_out")),
-                exact=exact,
                 history=history,
             )
 
@@ -371,6 +405,8 @@ class GatewayState:
             "gateway_total_out": lines.total_out % TOTAL_MODULO,
             "line_occupancy": min(max(0, lines.total_in - lines.total_out), SECONDS_SATURATE),
         }
+        s.daily.roll(self._day.day(now))
+        out.update(s.daily.values())
         out.update(self._freshness_values(s, now))
         changed = {k: v for k, v in out.items() if s.values.get(k) != v}
         s.values.update(changed)
@@ -384,7 +420,8 @@ class GatewayState:
         online = age <= s.stale_after
         return {
             "online": int(online),
-            "status": STATUS_ONLINE if online else STATUS_STALE,
+            "status": (STATUS_ONLINE if online else STATUS_STALE)
+            | (STATUS_NOT_REPORTED if s.not_reported & s.values.keys() else 0),
             "seconds_since_report": min(int(age), SECONDS_SATURATE),
             "last_report": s.last_report,
         }
@@ -397,6 +434,8 @@ class GatewayState:
         self._watch_clock()
         for s in self.sensors.values():
             values = self._freshness_values(s, now)
+            if s.daily.roll(self._day.day(now)):
+                values.update(s.daily.values())
             online = bool(values["online"])
             changed = {k: v for k, v in values.items() if s.values.get(k) != v}
             transition: bool | None = None
@@ -502,6 +541,19 @@ class GatewayState:
         self.tick()
         s.values.update(self._derived(s, self._mono()))
 
+    def point_status(self, sensor_id: str) -> dict[str, str]:
+        """Each of the sensor's own points: current, stale, not-reported or never-reported."""
+        s = self.sensors[sensor_id]
+        return {
+            k: pointstatus.status(k, s.values, s.not_reported, s.online)
+            for k in sorted(self._keys[sensor_id])
+        }
+
+    def usable(self, sensor_id: str) -> dict[str, Value]:
+        """The values an alarm rule may use: without those the sensor no longer reports."""
+        s = self.sensors[sensor_id]
+        return {k: v for k, v in s.values.items() if k not in s.not_reported}
+
     def current(self, sensor_id: str) -> Mapping[str, Value]:
         return self.sensors[sensor_id].values
 
@@ -515,6 +567,15 @@ def _sensor_time(v: object) -> float | None:
         return None
     assert isinstance(v, int | float)
     return float(v) if 0 <= v <= MAX_SENSOR_TIME else None
+
+
+def accumulated_modulo(model: Model) -> int:
+    """Where a model's accumulated counters wrap: 2 bytes each on the LoRaWAN model (0x0dcc)."""
+    return 1 << 16 if model is Model.VS121 else 1 << 32
+
+
+def _is_count(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int) and 0 <= v < 1 << 32
 
 
 def _count_or_zero(v: object) -> int:

@@ -168,7 +168,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "{sensor} Status Word",
         _AI,
         17,
-        "Bit 0 online, bit 1 stale, bit 2 never reported since the gateway started",
+        "Bit 0 online, bit 1 stale, bit 2 never reported since the gateway started, bit 3 some "
+        "values are no longer reported (the reporting type changed; see the API)",
         _reg(0),
         cov_increment=1,
         source=Source.GATEWAY,
@@ -199,7 +200,8 @@ SENSOR_POINTS: tuple[Point, ...] = (
         "{sensor} People Count",
         _AI,
         1,
-        "People currently detected in the whole detection area",
+        "People currently detected in the whole detection area; when the sensor reports region "
+        "counts only (VS121 Region People Counting), the sum of its region counts",
         _reg(4),
         cov_increment=1,
         limit_events=True,
@@ -558,6 +560,26 @@ SENSOR_POINTS += (
         None,
         cov_increment=1,
         models=_LORA,
+    ),
+    # -- daily line totals (see gateway.daily): one register each, after the first 125 (those
+    # come in one read); 327 x 200 + 128 still fits the address space.
+    *(
+        Point(
+            f"{when}_{way}",
+            f"{{sensor}} {way.capitalize()} {when.capitalize()}",
+            _AI,
+            30 + i,
+            f"{'Inward' if way == 'in' else 'Outward'} crossings counted by the gateway "
+            + ("today" if when == "today" else "on the previous day")
+            + " (the day starts at the configured local reset time; kept across restarts; "
+            "Modbus holds up to 65535)",
+            _reg(125 + i),
+            cov_increment=1,
+            source=Source.GATEWAY,
+        )
+        for i, (when, way) in enumerate(
+            [("today", "in"), ("today", "out"), ("yesterday", "in"), ("yesterday", "out")]
+        )
     ),
 )
 

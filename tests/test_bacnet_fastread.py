@@ -67,7 +67,7 @@ def library_rp(obj: PointObject, attr: str) -> bytes:
 
 
 # The states a BMS can see, in an order where each builds on the last.
-STATES = ("never", "value", "zero", "stale", "fresh", "negative")
+STATES = ("never", "value", "zero", "stale", "fresh", "negative", "not-reported")
 
 
 def set_state(obj: PointObject, label: str) -> None:
@@ -85,6 +85,8 @@ def set_state(obj: PointObject, label: str) -> None:
             obj.priorities[7] = 1.0  # commanded at priority 8
     elif label == "negative":
         obj.value = -12.75
+    elif label == "not-reported":
+        obj.not_reported = True
 
 
 def test_every_served_property_encodes_as_the_library_does() -> None:

@@ -120,10 +120,22 @@ def test_reliability_rules() -> None:
 
     for obj in objs.values():
         obj.link_down = False
-    assert objs["people_count_all"].reliability == UNRELIABLE_OTHER  # never received
-    objs["people_count_all"].has_value = True
-    assert objs["people_count_all"].reliability == NO_FAULT_DETECTED
-    assert objs["people_count_all"].fault is False
+    # Never sent by this sensor: not current, but no fault (no flood of BMS alarms on day one).
+    count = objs["people_count_all"]
+    assert count.reliability == NO_FAULT_DETECTED
+    assert count.out_of_service is True
+    assert count.read("statusFlags") == [0, 0, 0, 1]
+    assert count.read("outOfService") == 1
+    count.has_value = True
+    assert count.reliability == NO_FAULT_DETECTED
+    assert count.fault is False
+    assert count.read("outOfService") == 0
+    # No longer sent (the reporting type changed): the same.
+    count.not_reported = True
+    assert count.read("statusFlags") == [0, 0, 0, 1]
+    assert count.fault is False
+    count.link_down = True  # and once the sensor is stale, a communication failure as well
+    assert count.reliability == COMMUNICATION_FAILURE
 
 
 def test_read_errors_look_like_a_device() -> None:

@@ -28,6 +28,8 @@ pytestmark = pytest.mark.asyncio
 
 OK = [0, 0, 0, 0]
 FAULT = [0, 1, 0, 0]
+OUT_OF_SERVICE = [0, 0, 0, 1]
+FAULT_NO_VALUE = [0, 1, 0, 1]
 
 
 @pytest_asyncio.fixture
@@ -343,7 +345,7 @@ async def test_values_are_never_shown_good_before_a_report(rig: Rig, client: Pee
     rig.state.tick()  # the daemon's first tick computes the health points
 
     assert await read(client, rig, people, "reliability") == "communication-failure"
-    assert await read(client, rig, people, "statusFlags") == FAULT
+    assert await read(client, rig, people, "statusFlags") == FAULT_NO_VALUE
     assert await read(client, rig, online, "presentValue") == "inactive"
     assert await read(client, rig, online, "reliability") == "no-fault-detected"
     assert await read(client, rig, last, "reliability") == "unreliable-other"
@@ -352,9 +354,30 @@ async def test_values_are_never_shown_good_before_a_report(rig: Rig, client: Pee
     assert await read(client, rig, people, "presentValue") == 5.0
     assert await read(client, rig, people, "reliability") == "no-fault-detected"
     assert await read(client, rig, online, "presentValue") == "active"
-    # The sensor reports, but never sent this value: still not good.
-    assert await read(client, rig, dwell, "reliability") == "unreliable-other"
+    # The sensor reports, but never sent this value: not current (out of service), yet no
+    # fault, so a BMS alarm list does not fill with values this sensor was never going to send.
+    assert await read(client, rig, dwell, "reliability") == "no-fault-detected"
+    assert await read(client, rig, dwell, "statusFlags") == OUT_OF_SERVICE
+    assert await read(client, rig, dwell, "outOfService") == 1
     assert await read(client, rig, last, "reliability") == "no-fault-detected"
+
+
+async def test_values_no_longer_reported_are_out_of_service(rig: Rig, client: Peer) -> None:
+    region = rig.object_id("lobby", "region_1_count")
+    people = rig.object_id("lobby", "people_count_all")
+    # Region People Counting: region counts, no total (the total is their sum).
+    regions = {f"region_{n}_count": 0 for n in range(3, 9)}
+    rig.report("lobby", {"region_1_count": 13, "region_2_count": 1, **regions})
+    assert await read(client, rig, people, "presentValue") == 14.0
+    assert await read(client, rig, region, "statusFlags") == OK
+    # The sensor is switched to Occupancy reporting: total and bitmap, no region counts.
+    rig.report("lobby", {"people_count_all": 2, "region_count": 4, "region_1": 1})
+    assert await read(client, rig, region, "presentValue") == 13.0  # kept, but
+    assert await read(client, rig, region, "statusFlags") == OUT_OF_SERVICE
+    assert await read(client, rig, region, "reliability") == "no-fault-detected"
+    assert await read(client, rig, people, "statusFlags") == OK
+    rig.report("lobby", {"region_1_count": 3, "region_2_count": 0})
+    assert await read(client, rig, region, "statusFlags") == OK
 
 
 async def test_stale_sensor_flags_its_objects_but_not_its_health(rig: Rig, client: Peer) -> None:
@@ -407,6 +430,18 @@ async def test_cov_notifies_after_a_state_change(rig: Rig, client: Peer) -> None
     rig.report("lobby", {"people_count_all": 4})
     change = await client.next_event(cov_for(people))
     assert change["values"] == {"presentValue": 4.0, "statusFlags": OK}
+
+
+async def test_cov_tells_when_a_value_is_no_longer_reported(rig: Rig, client: Peer) -> None:
+    region = rig.object_id("lobby", "region_1_count")
+    rig.report("lobby", {"region_1_count": 13, "region_2_count": 0})
+    await client.call("subscribe", address=rig.address, object=region, process=4, lifetime=120)
+    first = await client.next_event(cov_for(region))
+    assert first["values"] == {"presentValue": 13.0, "statusFlags": OK}
+    # The reporting type changes: the value stays 13, its Status_Flags say out of service.
+    rig.report("lobby", {"people_count_all": 2, "region_1": 1})
+    change = await client.next_event(cov_for(region))
+    assert change["values"] == {"presentValue": 13.0, "statusFlags": OUT_OF_SERVICE}
 
 
 async def test_cov_increment_of_subscribe_cov_property(rig: Rig, client: Peer) -> None:

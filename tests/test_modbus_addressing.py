@@ -94,7 +94,7 @@ def test_the_map_documents_both_modes_and_who_is_left_out(
     assert 'This map uses `modbus.addressing = "unit_per_sensor"`' in out
     assert "- `blocks` (default)" in out
     assert "## Not on Modbus\n\ns300 (number 300)" in out
-    assert "| s2 | 2 | input | 0 | 124 |" in out  # sensor 2's block at address 0 of unit 2
+    assert "| s2 | 2 | input | 0 | 128 |" in out  # sensor 2's block at address 0 of unit 2
     assert "| gateway | 200 | input | 0 |" in out
     assert "broadcast" in out.lower()
     assert "not executed" in out or "neither executed" in out
@@ -102,7 +102,7 @@ def test_the_map_documents_both_modes_and_who_is_left_out(
     default = config(tmp_path, sensors(2))
     assert main(["points", "--config", str(default), "--format", "modbus"]) == 0
     out = capsys.readouterr().out
-    assert "| s2 | input | 400 | 524 |" in out
+    assert "| s2 | input | 400 | 528 |" in out
 
 
 # -- serving -----------------------------------------------------------------------------------

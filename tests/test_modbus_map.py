@@ -91,7 +91,7 @@ def test_map_documents_the_rules_a_plc_programmer_needs() -> None:
     assert "the low word first" in text
     assert "reads 0" in text
     assert "02 any address outside the blocks" in text
-    assert "| hall | input | 2400 | 2524 | 302401 | 302525 |" in text
+    assert "| hall | input | 2400 | 2528 | 302401 | 302529 |" in text
 
 
 # -- the map against the running server --------------------------------------------------------
@@ -178,8 +178,9 @@ async def test_documented_blocks_are_exactly_what_answers(
     }
     for _, table, first_s, last_s, _, _ in blocks:
         first, last = int(first_s), int(last_s)
-        whole = await _read(client, table, first, last - first + 1)
-        assert not whole.isError(), (table, first, last)
+        for start in range(first, last + 1, 125):  # a request reads at most 125 registers
+            part = await _read(client, table, start, min(125, last + 1 - start))
+            assert not part.isError(), (table, start, last)
         for outside in (first - 1, last + 1):
             if outside < 0 or (table, outside) in covered:
                 continue

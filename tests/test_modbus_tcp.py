@@ -129,8 +129,13 @@ async def test_every_point_reads_back_after_state_changes(
     points = all_points()
     registers, bits = expected_image(rig.state, points, word_order)
     checked = 0
-    for block in readable_blocks(points):
-        r = block.addresses
+    # Each block in reads of at most 125 registers (a request's limit).
+    parts = [
+        (block, block.addresses[i : i + 125])
+        for block in readable_blocks(points)
+        for i in range(0, len(block.addresses), 125)
+    ]
+    for block, r in parts:
         result = await read_table(rig.client, block.table.value, r.start, len(r))
         assert not result.isError(), (block, result)
         if block.table.value in ("input", "holding"):
@@ -169,7 +174,7 @@ async def test_changes_after_start_reach_the_registers(rig_factory: RigFactory) 
 async def test_mbpoll_reads_the_same_numbers_as_pymodbus(rig_factory: RigFactory) -> None:
     rig = await rig_factory()
     for table, mb_type in (("input", "3"), ("holding", "4")):
-        for start, count in ((0, 7), (LOBBY_BASE, 120), (MEETING_BASE, 120)):
+        for start, count in ((0, 7), (LOBBY_BASE, 124), (MEETING_BASE, 124)):
             ours = await read_table(rig.client, table, start, count)
             theirs = await mbpoll(
                 *mbpoll_tcp(rig.port), "-t", mb_type, "-r", str(start), "-c", str(count), HOST
@@ -258,7 +263,7 @@ async def test_never_reported_sensor_shows_its_status_word(rig_factory: RigFacto
     [
         (struct.pack(">BHH", 3, 7, 1), b"\x83\x02"),  # just past the gateway block
         (struct.pack(">BHH", 4, 0, 8), b"\x84\x02"),  # a range reaching past the block
-        (struct.pack(">BHH", 3, LOBBY_BASE + 124, 2), b"\x83\x02"),  # into the reserved offsets
+        (struct.pack(">BHH", 3, LOBBY_BASE + 128, 2), b"\x83\x02"),  # past the block's end
         (struct.pack(">BHH", 3, 2 * 200, 1), b"\x83\x02"),  # sensor number 2 is not configured
         (struct.pack(">BHH", 2, LOBBY_BASE + 17, 1), b"\x82\x02"),
         (struct.pack(">BHH", 1, LOBBY_BASE, 1), b"\x81\x02"),  # the online bit is no coil
@@ -302,10 +307,10 @@ async def test_mbpoll_sees_the_same_exceptions(rig_factory: RigFactory) -> None:
     read_only = await mbpoll(*mbpoll_tcp(rig.port), "-t", "4", "-r", str(LOBBY_BASE + 4), HOST, "5")
     assert read_only.exception_code() == 2, read_only.output
     whole_block = await mbpoll(
-        *mbpoll_tcp(rig.port), "-t", "3", "-r", str(LOBBY_BASE), "-c", "120", HOST
+        *mbpoll_tcp(rig.port), "-t", "3", "-r", str(LOBBY_BASE), "-c", "124", HOST
     )
     assert whole_block.returncode == 0
-    assert len(whole_block.values) == 120
+    assert len(whole_block.values) == 124
 
 
 @pytest.mark.asyncio

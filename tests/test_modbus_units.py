@@ -238,10 +238,10 @@ def test_scanner_never_takes_a_frame_inside_another_slaves_reply(
 # -- layout --------------------------------------------------------------------------------------
 
 
-def test_a_sensor_block_fits_one_read_and_the_catalog_block() -> None:
+def test_a_sensor_block_fits_two_reads_and_the_catalog_block() -> None:
     registers = SENSOR_SPANS[Table.INPUT]
     assert registers == range(0, modbus_block_span())
-    assert len(registers) <= 125
+    assert len(registers) <= 2 * 125
     assert SENSOR_SPANS[Table.HOLDING] == registers
     for span in SENSOR_SPANS.values():
         assert span.stop <= MODBUS_BLOCK
@@ -382,11 +382,11 @@ def test_image_skips_keys_without_a_point_and_unknown_sensors() -> None:
 
 def test_other_model_points_in_a_block_read_zero() -> None:
     """A VS121 block still answers at the VS121-P per-region dwell offsets (56..119), with 0;
-    the block ends after offset 124."""
+    the block ends after offset 128 (the daily totals)."""
     spec = SensorSpec(id="x", name="X", number=4, model=Model.VS121)
     image = RegisterImage(resolve([spec]), word_order="high_first")
     assert image.read_registers(Table.INPUT, 800 + 56, 64) == bytes(128)
-    assert image.read_registers(Table.INPUT, 800 + 125, 1) is None
+    assert image.read_registers(Table.INPUT, 800 + 129, 1) is None
 
 
 def test_a_failing_request_costs_one_answer_04(caplog: pytest.LogCaptureFixture) -> None:

@@ -307,6 +307,28 @@ async def test_any_region_over_the_threshold(by_region: Site) -> None:
     assert by_region.alarm_on()
 
 
+async def test_region_counts_no_longer_reported_do_not_hold_the_alarm(by_region: Site) -> None:
+    # Region People Counting: region 1 is crowded.
+    by_region.report("lobby", region_1_count=13, region_2_count=0, region_3_count=0)
+    assert by_region.alarm_on()
+    assert int(by_region.value("rule_1_status")) & STATUS_STALE == 0
+    # The sensor is switched to Occupancy reporting: a total of 2 and no region counts. The old
+    # region count of 13 is no longer reported and must not keep the relay on.
+    by_region.report("lobby", people_count_all=2, region_count=4, region_1=1)
+    assert not by_region.alarm_on()
+
+
+by_total = site_fixture(alarm(trigger="total", threshold=3))
+
+
+async def test_total_of_a_region_only_sensor_is_the_sum_of_its_regions(by_total: Site) -> None:
+    # The VS121's Region People Counting type sends no total (04c9), only region counts.
+    regions = {f"region_{n}_count": 0 for n in range(3, 9)}
+    by_total.report("lobby", region_1_count=1, region_2_count=3, people_count_max=4, **regions)
+    assert int(by_total.value("rule_1_status")) & STATUS_STALE == 0  # reporting, so not stale
+    assert by_total.alarm_on()  # 4 people > 3
+
+
 @pytest.mark.parametrize(
     ("on_shutdown", "last"), [("open", False), ("closed", True), ("hold", None)]
 )

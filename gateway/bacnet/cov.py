@@ -77,7 +77,7 @@ class Subscription:
     increment: float | None  # SubscribeCOVProperty's own COV increment
     expires_at: float | None = None  # loop time
     last_value: float | None = None  # what the subscriber was last told
-    last_fault: bool | None = None
+    last_fault: int | None = None  # the Status_Flags bits last sent (fault, out of service)
     pending: bool = False  # a notification waits for a free confirmed slot
     held: bool = False  # a notification was due while communication control forbade it
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
@@ -270,7 +270,7 @@ class CovManager:
                 self._waiting.setdefault(sub.address, []).append(sub)
             return
         sub.pending = False
-        sub.last_fault = obj.fault
+        sub.last_fault = obj.flag_bits
         sub.last_value = (
             float(obj.reliability) if sub.prop == "reliability" else float(obj.present())
         )
@@ -447,7 +447,7 @@ def _check_property(obj: PointObject, prop: str, index: int | None) -> None:
 
 
 def _due(sub: Subscription, obj: PointObject) -> bool:
-    if sub.last_fault is None or obj.fault != sub.last_fault:
+    if sub.last_fault is None or obj.flag_bits != sub.last_fault:
         return True
     if sub.prop == "reliability":
         return float(obj.reliability) != sub.last_value

@@ -91,9 +91,9 @@ def application_real(value: float) -> bytes:
     return b"\x44" + _pack_float(value)
 
 
-# BIT STRING of 4 bits (in-alarm, fault, overridden, out-of-service), 4 unused bits, by the
-# in-alarm and fault bits' values.
-_FLAGS = tuple(b"\x82\x04" + bytes([bits]) for bits in (0x00, 0x40, 0x80, 0xC0))
+# BIT STRING of 4 bits (in-alarm, fault, overridden, out-of-service), 4 unused bits; indexed
+# by the bits' value (0x80 in-alarm, 0x40 fault, 0x10 out-of-service).
+_FLAGS = tuple(b"\x82\x04" + bytes([bits]) for bits in range(256))
 
 
 def encode_value(value: Any) -> bytes:
@@ -110,7 +110,8 @@ def _present_value(obj: PointObject) -> bytes | None:
 
 
 def _status_flags(obj: PointObject) -> bytes:
-    return _FLAGS[(2 if in_alarm(obj) else 0) | (1 if obj.fault else 0)]
+    bits = (0x80 if in_alarm(obj) else 0) | (0x40 if obj.fault else 0)
+    return _FLAGS[bits | (0x10 if obj.out_of_service else 0)]
 
 
 def _reliability(obj: PointObject) -> bytes:

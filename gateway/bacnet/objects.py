@@ -7,8 +7,12 @@ is a slotted record holding the point's value and freshness; the service handler
 
 Reliability (what a BMS sees as Status_Flags fault):
 - communication-failure: the sensor is offline (stale, or it never reported since start-up).
-- unreliable-other: the sensor is online but this point has never received a value.
+- unreliable-other: a gateway-computed point has no value yet.
 - no-fault-detected otherwise.
+While the sensor is online, a point it never reported (a model or reporting type that does not
+send it) or no longer reports (its reporting type changed) is Out_Of_Service (Status_Flags
+out-of-service) with no fault: its value is not current, but nothing is broken, so a BMS alarm
+list is not filled with points a sensor was never going to send.
 Link-health points (online, status word, seconds since report, last report) and command points
 stay reliable while the sensor is stale: they explain the fault and must not be hidden by it.
 """
@@ -155,6 +159,7 @@ class PointObject:
         "has_value",
         "identifier",
         "link_down",
+        "not_reported",
         "point",
         "priorities",
         "profile",
@@ -173,6 +178,7 @@ class PointObject:
         self.has_value = False
         self.link_down = False
         self.events: Any = None  # an EventRecord for objects with intrinsic reporting
+        self.not_reported = False  # the sensor's latest report of its kind left this value out
         # Commandable objects keep the 16 command slots; None is a relinquished slot.
         self.priorities: list[float | None] | None = (
             [None] * PRIORITY_LEVELS if self.profile.commandable else None
@@ -204,9 +210,23 @@ class PointObject:
     def reliability(self) -> int:
         if self.link_down and self.needs_fresh_link:
             return COMMUNICATION_FAILURE
+        if self.out_of_service:
+            return NO_FAULT_DETECTED
         if not self.has_value and self.point.point.source is not Source.COMMAND:
             return UNRELIABLE_OTHER
         return NO_FAULT_DETECTED
+
+    @property
+    def out_of_service(self) -> bool:
+        """A sensor value that was never or is no longer reported by its sensor."""
+        return self.point.point.source is Source.SENSOR and (
+            not self.has_value or self.not_reported
+        )
+
+    @property
+    def flag_bits(self) -> int:
+        """The Status_Flags bits that can change (fault 1, out of service 2): COV follows them."""
+        return int(self.fault) | int(self.out_of_service) << 1
 
     @property
     def fault(self) -> bool:
@@ -292,7 +312,9 @@ def _cov_increment(obj: PointObject) -> Any:
 
 def status_flags(obj: PointObject) -> Any:
     # in-alarm, fault, overridden, out-of-service
-    return StatusFlags([1 if in_alarm(obj) else 0, 1 if obj.fault else 0, 0, 0])
+    return StatusFlags(
+        [1 if in_alarm(obj) else 0, 1 if obj.fault else 0, 0, 1 if obj.out_of_service else 0]
+    )
 
 
 def unix_to_datetime(seconds: float | None) -> Any:
@@ -340,7 +362,7 @@ _READERS: dict[str, Callable[[PointObject], Any]] = {
     "presentValue": present_value,
     "statusFlags": status_flags,
     "eventState": event_state,
-    "outOfService": lambda o: Boolean(False),
+    "outOfService": lambda o: Boolean(o.out_of_service),
     "reliability": lambda o: Reliability(o.reliability),
     "units": lambda o: EngineeringUnits(o.point.units.value),
     "covIncrement": _cov_increment,

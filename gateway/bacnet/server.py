@@ -314,8 +314,11 @@ class BacnetServer:
                 online = self._state.sensors[sensor_id].online
             else:
                 values, online = {}, False
+            known = self._state.sensors.get(sensor_id)
+            hidden = known.not_reported if known is not None else set()
             for obj in objs.values():
                 obj.link_down = not online
+                obj.not_reported = obj.point.key in hidden
             _load(objs, values)
             _load_mirrors(self._mirrors.get(sensor_id, {}), values)
 
@@ -337,6 +340,12 @@ class BacnetServer:
         assert cov is not None
         touched = _load(objs, change.values)
         touched += _load_mirrors(self._mirrors.get(change.sensor_id, {}), change.values)
+        if change.not_reported is not None:
+            for obj in objs.values():
+                hidden = obj.point.key in change.not_reported
+                if obj.not_reported != hidden:
+                    obj.not_reported = hidden
+                    touched.append(obj)  # Status_Flags changed: COV subscribers are told
         if change.online is not None:
             link_down = not change.online
             for obj in objs.values():

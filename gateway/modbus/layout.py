@@ -8,7 +8,8 @@ configured sensor (and the gateway) answers over the full span its catalog templ
 a table, not only at the addresses its own points occupy. Inside such a block an address that
 carries no point for this sensor (a region beyond its region_count, an excluded point, a point of
 the other model) reads 0. Addresses outside every block answer exception 02. The register span of
-a sensor block is 120 registers, so one read (at most 125) covers a whole sensor.
+a sensor block is 129 registers: the first 125 (every measured value, the settings and the radio
+link) come in one read, the daily totals at 125-128 in a second.
 """
 
 from __future__ import annotations

@@ -226,7 +226,11 @@ class RelayService:
         rules = self._by_sensor.get(change.sensor_id)
         if not rules:
             return
-        if change.online is None and not any(_relevant(k) for k in change.values):
+        if (
+            change.online is None
+            and change.not_reported is None
+            and not any(_relevant(k) for k in change.values)
+        ):
             return
         # Called inside the state's apply(): never let a failure here stop ingestion.
         try:
@@ -248,7 +252,9 @@ class RelayService:
         for sid in cfg.sensors:
             s = self._state.sensors.get(sid)
             readings.append(
-                SensorReading(False, {}) if s is None else SensorReading(s.online, s.values)
+                SensorReading(False, {})
+                if s is None
+                else SensorReading(s.online, self._state.usable(sid))
             )
         measured = measure(Trigger(cfg.trigger), readings)
         was_stale = rule.logic.stale

@@ -601,7 +601,12 @@ async def main() -> None:
     args = parser.parse_args()
 
     device = DeviceObject(
-        objectIdentifier=("device", args.instance), objectName="test client", vendorIdentifier=999
+        objectIdentifier=("device", args.instance),
+        objectName="test client",
+        vendorIdentifier=999,
+        # Like a BMS workstation: room for a whole device's "all" answer as the catalog grows
+        # (bacpypes3's default is 16 segments).
+        maxSegmentsAccepted=64,
     )
     port = NetworkPortObject(
         f"{args.address}:{args.port}", objectIdentifier=("network-port", 1), objectName="port"
