@@ -346,12 +346,12 @@ def test_iso_time(text: str, expected: int) -> None:
     assert result["data"]["timestamp"] == expected
 
 
-def test_dst_status_does_not_shift_the_offset() -> None:
-    # The guide leaves open whether `timezone` already includes DST; it is read as the offset
-    # in effect (see the module docstring), so dst_status changes nothing.
+def test_dst_status_adds_the_hour_to_the_standard_offset() -> None:
+    # The zone is the standard one (the guide's settings page has a separate DST switch): with
+    # dst_status the same local time is an hour earlier in UTC.
     report = load("line_trigger")
     report["time_info"]["dst_status"] = True
-    assert parse_report(report)["data"]["timestamp"] == START
+    assert parse_report(report)["data"]["timestamp"] == START - 3600
 
 
 @pytest.mark.parametrize(
@@ -761,7 +761,9 @@ def test_dst_flag_tells_apart_the_repeated_hour() -> None:
     # The autumn change: the same local time and zone string, once in summer time, once not.
     summer = changed("line_interval", ("time_info", "dst_status"), True)
     winter = changed("line_interval", ("time_info", "dst_status"), False)
-    assert parse_report(summer)["data"]["timestamp"] == parse_report(winter)["data"]["timestamp"]
+    # The summer report is an hour earlier in UTC (the zone is the standard offset).
+    summer_time = parse_report(summer)["data"]["timestamp"]
+    assert summer_time == parse_report(winter)["data"]["timestamp"] - 3600
     first, second = report_identity(parse_report(summer)), report_identity(parse_report(winter))
     assert first is not None
     assert second is not None

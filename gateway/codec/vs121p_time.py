@@ -1,12 +1,13 @@
 """Reading the times and the time zone in a VS121-P report, as whole unix seconds.
 
 Used by the report readers in `vs121p`. Facts and choices:
-- Local times ("2022/12/20 18:15:52") take the offset from `time_info.timezone`. The guide does
-  not say whether that offset already includes daylight saving time when `dst_status` is true
-  (its settings page shows a fixed "(UTC-08:00)" zone beside a separate DST switch). We read
-  `timezone` as the offset in effect; `dst_status` does not shift it (if a firmware turns out to
-  send the standard offset, `read_timezone` is the one place to add the hour). The flag still
-  enters the report identity, so the hour repeated at the autumn change is not merged.
+- Local times ("2022/12/20 18:15:52") take the offset from `time_info.timezone`. The guide's
+  settings page shows a fixed standard zone ("(UTC-08:00) ...") beside a separate daylight
+  saving switch, so `timezone` is read as the standard offset and `dst_status: true` adds the
+  hour (`read_timezone`). That keeps the sensor's clock steady across both changes: the hour
+  repeated in autumn gets two different times, which the line counting (placed on the sensor's
+  clock) needs to count both. The flag also enters the report identity, so even a firmware that
+  sent the offset in effect would not have its repeated hour merged.
 - Only the leading offset of `timezone` is read; a zone name after it is ignored.
 - Times with their own offset ("2022-12-20T18:15:52+03:00") use that offset. Timestamps are
   whole unix seconds (the guide shows none, but fractions would be dropped).
@@ -69,6 +70,10 @@ def read_timezone(info: Mapping[Any, Any], out: DecodeResult) -> timezone | str:
             out, "time_info.timezone", f"expected an offset like 'UTC+8:00', got {fields.show(raw)}"
         )
         return "time_info.timezone is unreadable"
+    if info.get("dst_status") is True:  # the standard offset plus the daylight saving hour
+        shifted = zone.utcoffset(None) + timedelta(hours=1)
+        if shifted <= timedelta(hours=14):
+            return timezone(shifted)
     return zone
 
 
