@@ -43,6 +43,13 @@ def _section(port: int, client_id: str, topic: str) -> MqttSection:
     )
 
 
+def _fresh_section(port: int) -> tuple[MqttSection, str]:
+    """A section with a client id (so a persistent session) of its own, and its topic."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}/up"
+    return _section(port, name, topic), topic
+
+
 def _publish(port: int, topic: str, *payloads: bytes) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}")
     client.connect("127.0.0.1", port)
@@ -127,9 +134,8 @@ async def _running(source: MqttSource, consumer: MqttConsumer) -> AsyncIterator[
 async def test_failed_message_is_retried_not_dropped(
     mqtt_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    source = await Link(_section(mqtt_broker.port, name, topic)).connected()
+    cfg, topic = _fresh_section(mqtt_broker.port)
+    source = await Link(cfg).connected()
     handler = Handler(OSError(24, "Too many open files"), failures=3)
     async with _running(source, _consumer(source, handler, tmp_path / "parked")):
         await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"one")
@@ -142,9 +148,7 @@ async def test_failed_message_is_retried_not_dropped(
 async def test_message_still_failing_stays_with_the_broker(
     mqtt_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    cfg = _section(mqtt_broker.port, name, topic)
+    cfg, topic = _fresh_section(mqtt_broker.port)
     source = await Link(cfg).connected()
     failing = Handler(OSError(28, "No space left on device"), failures=10**6)
     async with _running(source, _consumer(source, failing, tmp_path / "parked")):
@@ -161,9 +165,7 @@ async def test_message_still_failing_stays_with_the_broker(
 async def test_message_failing_by_a_bug_is_parked_then_acknowledged(
     mqtt_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    cfg = _section(mqtt_broker.port, name, topic)
+    cfg, topic = _fresh_section(mqtt_broker.port)
     park = tmp_path / "parked"
     source = await Link(cfg).connected()
     buggy = Handler(ValueError("a bug"), failures=10**6)
