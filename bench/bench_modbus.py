@@ -111,27 +111,16 @@ async def _serve(args: argparse.Namespace) -> None:
     await server.stop()
 
 
-class GatewayProcess:
-    """The gateway side in a child process, driven over its stdin/stdout."""
+class _Child:
+    """A child process that prints READY once it serves and ends when its stdin closes."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, args: list[str], what: str) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, __file__, "--serve", *extra],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         assert self._proc.stdout is not None
         if self._proc.stdout.readline().strip() != "READY":
-            raise RuntimeError("the gateway process did not start")
-
-    def ingest(self, seconds: float) -> list[float]:
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
-        self._proc.stdin.write(f"INGEST {seconds}\n")
-        self._proc.stdin.flush()
-        late: list[float] = json.loads(self._proc.stdout.readline())
-        return late
+            raise RuntimeError(f"{what} did not start")
 
     def stop(self) -> None:
         if self._proc.stdin is not None:
@@ -141,6 +130,21 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+
+
+class GatewayProcess(_Child):
+    """The gateway side in a child process, driven over its stdin/stdout."""
+
+    def __init__(self, *extra: str) -> None:
+        super().__init__([sys.executable, __file__, "--serve", *extra], "the gateway process")
+
+    def ingest(self, seconds: float) -> list[float]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(f"INGEST {seconds}\n")
+        self._proc.stdin.flush()
+        late: list[float] = json.loads(self._proc.stdout.readline())
+        return late
 
 
 # -- the masters -------------------------------------------------------------------------------
@@ -294,23 +298,9 @@ def build_floor(workdir: Path) -> Path | str:
     return exe if built.returncode == 0 else f"build failed: {built.stderr.strip()}"
 
 
-class FloorProcess:
+class FloorProcess(_Child):
     def __init__(self, exe: Path, port: int) -> None:
-        self._proc = subprocess.Popen(
-            [str(exe), str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert self._proc.stdout is not None
-        if self._proc.stdout.readline().strip() != "READY":
-            raise RuntimeError("the libmodbus floor did not start")
-
-    def stop(self) -> None:
-        if self._proc.stdin is not None:
-            self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
+        super().__init__([str(exe), str(port)], "the libmodbus floor")
 
 
 def floor_rounds(gw_port: int, floor_port: int, rounds: int, count: int) -> list[float]:

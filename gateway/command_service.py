@@ -141,28 +141,11 @@ class CommandService:
             raise DeliveryRefusedError(
                 "the sensor is offline (stale): a class A device only listens after an uplink"
             )
-        timeout = self._cfg.timeout or 2.0 * sensor.report_interval + 60.0
         topic, body = self._address(sub, route, payload, None)
-        record = self.tracker.new(
-            sensor_id=sensor.id,
-            commands=[c.to_json() for c in parsed],
-            payload=payload,
-            fport=DOWNLINK_FPORT,
-            topic=topic,
-            requester=requester,
-            timeout=timeout,
-        )
+        record = self._track(sensor, parsed, payload, topic, requester)
         if sub.envelope == "tts":  # its events carry our id back
             topic, body = self._address(sub, route, payload, CORRELATION_PREFIX + record.id)
-        log.info(
-            "sensor %s: command %s (%s) asked by %s: downlink %s on %s",
-            sensor.id,
-            record.id,
-            _names(record.commands),
-            requester,
-            payload.hex(),
-            topic,
-        )
+        _log_asked(sensor, record, requester, topic)
         try:
             self.mqtt.publish(topic, body, qos=1)
         except (RuntimeError, ValueError) as exc:
@@ -180,7 +163,21 @@ class CommandService:
         topic, _ = downlink_message(
             "chirpstack", sensor.dev_eui, DOWNLINK_FPORT, payload, app="demo"
         )
-        record = self.tracker.new(
+        record = self._track(sensor, parsed, payload, topic, requester)
+        _log_asked(sensor, record, requester, topic, " (simulated network server)")
+        self.simulator(sensor.id, payload)
+        self.tracker.published(record)
+        return record.to_json()
+
+    def _track(
+        self,
+        sensor: SensorSection,
+        parsed: list[Command],
+        payload: bytes,
+        topic: str,
+        requester: str,
+    ) -> CommandRecord:
+        return self.tracker.new(
             sensor_id=sensor.id,
             commands=[c.to_json() for c in parsed],
             payload=payload,
@@ -189,18 +186,6 @@ class CommandService:
             requester=requester,
             timeout=self._cfg.timeout or 2.0 * sensor.report_interval + 60.0,
         )
-        log.info(
-            "sensor %s: command %s (%s) asked by %s: downlink %s on %s (simulated network server)",
-            sensor.id,
-            record.id,
-            _names(record.commands),
-            requester,
-            payload.hex(),
-            topic,
-        )
-        self.simulator(sensor.id, payload)
-        self.tracker.published(record)
-        return record.to_json()
 
     def _address(
         self,
@@ -299,6 +284,21 @@ class CommandService:
         if sensor_id in self._state.sensors and self._sensors[sensor_id].model == "vs121":
             word = self.tracker.status_word(sensor_id)
             self._state.set_kept_values(sensor_id, {"config_status": word})
+
+
+def _log_asked(
+    sensor: SensorSection, record: CommandRecord, requester: str, topic: str, how: str = ""
+) -> None:
+    log.info(
+        "sensor %s: command %s (%s) asked by %s: downlink %s on %s%s",
+        sensor.id,
+        record.id,
+        _names(record.commands),
+        requester,
+        record.payload,
+        topic,
+        how,
+    )
 
 
 def _names(commands: Sequence[Mapping[str, Any]]) -> str:

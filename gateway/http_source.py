@@ -157,11 +157,7 @@ class HttpServer:
         peer = request.remote or "?"
         if not self._authorised(request):
             log.warning("HTTP %s: rejected: missing or wrong basic auth", peer)
-            return web.Response(
-                status=401,
-                text="basic auth required\n",
-                headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
-            )
+            return _basic_auth_challenge()
         length = request.content_length
         if length is not None and length > self._cfg.max_body_bytes:
             log.warning("HTTP %s: rejected: body of %d bytes over the limit", peer, length)
@@ -198,18 +194,7 @@ class HttpServer:
 
     async def _reset_counts(self, request: web.Request) -> web.Response:
         if not self._may_reset(request):
-            log.warning(
-                "HTTP %s: reset refused: no valid credentials (basic auth or control token)",
-                request.remote or "?",
-            )
-            if self._cfg.username is None:
-                text = "reset needs http.username/password or the local control token\n"
-                return web.Response(status=403, text=text)
-            return web.Response(
-                status=401,
-                text="basic auth required\n",
-                headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
-            )
+            return self._refusal(request, "reset", "reset needs")
         assert self._reset is not None
         sensor = request.match_info["sensor"]
         REQUESTER.set(self._requester(request))
@@ -220,6 +205,18 @@ class HttpServer:
         log.info("HTTP %s: reset counts of sensor %s", request.remote or "?", sensor)
         return web.Response(text=_one_line(done) + "\n")
 
+    def _refusal(self, request: web.Request, what: str, needs: str) -> web.Response:
+        """403 where no basic auth is configured (no credentials could help), else 401."""
+        log.warning(
+            "HTTP %s: %s refused: no valid credentials (basic auth or control token)",
+            request.remote or "?",
+            what,
+        )
+        if self._cfg.username is None:
+            text = f"{needs} http.username/password or the local control token\n"
+            return web.Response(status=403, text=text)
+        return _basic_auth_challenge()
+
     def _requester(self, request: web.Request) -> str:
         kind = "cli" if request.headers.get("User-Agent", "").startswith(CLI_AGENT) else "api"
         user = self._cfg.username or "anonymous"
@@ -229,18 +226,7 @@ class HttpServer:
         """Commands change the sensors themselves: the same credentials as a reset."""
         if self._may_reset(request):
             return None
-        log.warning(
-            "HTTP %s: command refused: no valid credentials (basic auth or control token)",
-            request.remote or "?",
-        )
-        if self._cfg.username is None:
-            text = "commands need http.username/password or the local control token\n"
-            return web.Response(status=403, text=text)
-        return web.Response(
-            status=401,
-            text="basic auth required\n",
-            headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
-        )
+        return self._refusal(request, "command", "commands need")
 
     async def _send_command(self, request: web.Request) -> web.Response:
         refused = self._command_allowed(request)
@@ -297,6 +283,14 @@ class HttpServer:
         if problem is not None:
             return web.Response(status=503, text=_one_line(f"degraded: {problem}") + "\n")
         return web.Response(text="ok\n")
+
+
+def _basic_auth_challenge() -> web.Response:
+    return web.Response(
+        status=401,
+        text="basic auth required\n",
+        headers={"WWW-Authenticate": 'Basic realm="vs121-gateway"'},
+    )
 
 
 def _one_line(text: str, limit: int = 300) -> str:

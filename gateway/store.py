@@ -49,6 +49,13 @@ FLUSH_AT_PENDING = 16  # below a broker's usual in-flight window (mosquitto: 20)
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write via a temporary file, fsync it, rename over the target, fsync the directory."""
+    tmp = _synced_temp(path, data)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _synced_temp(path: Path, data: bytes) -> Path:
+    """`data` in a temporary file beside `path`, fsynced, ready to be renamed over it."""
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
     try:
@@ -58,8 +65,7 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    return tmp
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -324,15 +330,7 @@ class StateStore:
             self.journal.mark(max(_applied_seq(doc) for doc in docs.values()))
         for sensor_id, data in docs.items():
             path = self.path_for(sensor_id)
-            tmp = path.with_name(f".{path.name}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            tmp = _synced_temp(path, data)
             # The one being replaced becomes the previous generation, kept as a fallback.
             with contextlib.suppress(FileNotFoundError):
                 os.replace(path, path.with_name(path.name + ".prev"))

@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 from helpers.broker import BrokerError, MosquittoBroker
 
+# `rig` and `client` for the BACnet server tests.
+pytest_plugins = ["bacnet_peer.fixtures"]
+
 
 @pytest.fixture(scope="session")
 def mqtt_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoBroker]:

@@ -44,11 +44,10 @@ def make_rig(tmp_path: Path, bms: Peer | None, **notification: Any) -> Rig:
     )
 
 
-@pytest_asyncio.fixture
-async def bms() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
+@pytest.fixture
+def bms(client: Peer) -> Peer:
+    """The building management system: the shared BACnet client."""
+    return client
 
 
 @pytest_asyncio.fixture

@@ -7,12 +7,9 @@ bacepics (the C reference stack's EPICS generator reads every object and propert
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import Peer
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
 from helpers import bacstack
@@ -22,21 +19,6 @@ pytestmark = pytest.mark.asyncio
 IDENTITY = {"object-identifier", "object-name", "object-type", "property-list"}
 BIG_TOTAL = (1 << 24) + 1  # the first integer a REAL cannot hold
 TOP_TOTAL = (1 << 32) - 1
-
-
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
 
 
 async def read(client: Peer, rig: Rig, obj: str, prop: str, index: int | None = None) -> Any:

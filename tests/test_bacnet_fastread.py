@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import Peer, free_udp_port
 from bacnet_peer.netns import Lab, NetnsUnavailableError
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
@@ -160,21 +157,6 @@ def test_what_the_fast_path_does_not_know_is_left_to_the_library() -> None:
 
 
 # -- over the wire -------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
 
 
 def confirmed(service: int, body: bytes, invoke: int = 7, *, bvlc: int = 0x0A) -> str:

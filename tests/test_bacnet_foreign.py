@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import Peer, free_udp_port
 from bacnet_peer.rig import Rig
 
@@ -15,13 +13,6 @@ from gateway.settings import BbmdSection
 pytestmark = pytest.mark.asyncio
 
 SHORT_TTL = 2  # seconds; the configuration allows 30 at least, tests bypass that for speed
-
-
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
 
 
 def bbmd_section(port: int, ttl: int) -> BbmdSection:

@@ -9,23 +9,13 @@ import json
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import HERE, Peer, free_udp_port
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
 
 pytestmark = pytest.mark.asyncio
-
-
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
-    await r.start()
-    yield r
-    await r.stop()
 
 
 def node_peer_installed() -> None:

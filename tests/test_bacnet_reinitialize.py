@@ -8,11 +8,9 @@ systemd unit restarts on; here the test plays the supervisor and starts it again
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import Peer, PeerError, free_udp_port
 from helpers.daemon import Daemon, new_http_port
 
@@ -53,13 +51,6 @@ dev_eui = "24e124538c000001"
 region_count = 2
 report_interval = 60
 """
-
-
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
 
 
 async def restart_reason(client: Peer, address: str) -> str:

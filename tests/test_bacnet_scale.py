@@ -37,13 +37,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     await r.stop()
 
 
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
-
-
 async def test_the_highest_instances_are_readable(rig: Rig, client: Peer) -> None:
     last = f"s{SENSORS}"
     rig.report(last, {"people_count_all": 42})

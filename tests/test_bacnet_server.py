@@ -11,12 +11,10 @@ import csv
 import io
 import socket
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
 
@@ -30,21 +28,6 @@ OK = [0, 0, 0, 0]
 FAULT = [0, 1, 0, 0]
 OUT_OF_SERVICE = [0, 0, 0, 1]
 FAULT_NO_VALUE = [0, 1, 0, 1]
-
-
-@pytest_asyncio.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    r = Rig(tmp_path)
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
 
 
 async def read(client: Peer, rig: Rig, obj: str, prop: str, index: int | None = None) -> Any:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -39,6 +41,13 @@ def _section(port: int, client_id: str, topic: str) -> MqttSection:
             MqttSubscription.model_validate({"name": "p", "topic": topic, "envelope": "vs121p"})
         ],
     )
+
+
+def _fresh_section(port: int) -> tuple[MqttSection, str]:
+    """A section with a client id (so a persistent session) of its own, and its topic."""
+    name = f"c-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}/up"
+    return _section(port, name, topic), topic
 
 
 def _publish(port: int, topic: str, *payloads: bytes) -> None:
@@ -109,74 +118,61 @@ def _consumer(
     )
 
 
-@pytest.mark.asyncio
-async def test_failed_message_is_retried_not_dropped(
-    mqtt_broker: MosquittoBroker, tmp_path: Path
-) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    source = await Link(_section(mqtt_broker.port, name, topic)).connected()
-    handler = Handler(OSError(24, "Too many open files"), failures=3)
-    task = asyncio.create_task(_consumer(source, handler, tmp_path / "parked").run())
+@contextlib.asynccontextmanager
+async def _running(source: MqttSource, consumer: MqttConsumer) -> AsyncIterator[None]:
+    """The consumer runs for the block; then it is cancelled and the source stopped."""
+    task = asyncio.create_task(consumer.run())
     try:
-        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"one")
-        got = await asyncio.wait_for(handler.handled.get(), TIMEOUT)
-        assert got == b"one"
-        assert handler.calls == 4
+        yield
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await source.stop()
+
+
+@pytest.mark.asyncio
+async def test_failed_message_is_retried_not_dropped(
+    mqtt_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    cfg, topic = _fresh_section(mqtt_broker.port)
+    source = await Link(cfg).connected()
+    handler = Handler(OSError(24, "Too many open files"), failures=3)
+    async with _running(source, _consumer(source, handler, tmp_path / "parked")):
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"one")
+        got = await asyncio.wait_for(handler.handled.get(), TIMEOUT)
+        assert got == b"one"
+        assert handler.calls == 4
 
 
 @pytest.mark.asyncio
 async def test_message_still_failing_stays_with_the_broker(
     mqtt_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    cfg = _section(mqtt_broker.port, name, topic)
+    cfg, topic = _fresh_section(mqtt_broker.port)
     source = await Link(cfg).connected()
     failing = Handler(OSError(28, "No space left on device"), failures=10**6)
-    task = asyncio.create_task(_consumer(source, failing, tmp_path / "parked").run())
-    try:
+    async with _running(source, _consumer(source, failing, tmp_path / "parked")):
         await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"kept")
         await asyncio.wait_for(failing.failed.wait(), TIMEOUT)  # failed twice by now
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await source.stop()
     # Same session again: the broker still has the message, so it was never acknowledged.
     again = await Link(cfg).connected()
     healthy = Handler(None, 0)
-    task = asyncio.create_task(_consumer(again, healthy, tmp_path / "parked").run())
-    try:
+    async with _running(again, _consumer(again, healthy, tmp_path / "parked")):
         assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"kept"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await again.stop()
 
 
 @pytest.mark.asyncio
 async def test_message_failing_by_a_bug_is_parked_then_acknowledged(
     mqtt_broker: MosquittoBroker, tmp_path: Path
 ) -> None:
-    name = f"c-{uuid.uuid4().hex[:8]}"
-    topic = f"{name}/up"
-    cfg = _section(mqtt_broker.port, name, topic)
+    cfg, topic = _fresh_section(mqtt_broker.port)
     park = tmp_path / "parked"
     source = await Link(cfg).connected()
     buggy = Handler(ValueError("a bug"), failures=10**6)
     parked_event = asyncio.Event()
-    task = asyncio.create_task(_consumer(source, buggy, park, parked_event).run())
-    try:
+    async with _running(source, _consumer(source, buggy, park, parked_event)):
         await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"poison")
         await asyncio.wait_for(parked_event.wait(), TIMEOUT)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await source.stop()
     (parked,) = park.glob("*.json")
     doc = json.loads(parked.read_text())
     assert doc["topic"] == topic
@@ -185,11 +181,6 @@ async def test_message_failing_by_a_bug_is_parked_then_acknowledged(
     # Parked means acknowledged: on the same session a later message comes, the parked one not.
     again = await Link(cfg).connected()
     healthy = Handler(None, 0)
-    task = asyncio.create_task(_consumer(again, healthy, park).run())
-    try:
+    async with _running(again, _consumer(again, healthy, park)):
         await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"marker")
         assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"marker"
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await again.stop()

@@ -8,19 +8,16 @@ Every wait is on observable state (the module's coil, the daemon's HTTP status),
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 import pytest_asyncio
 from bacnet_peer.harness import Peer, free_udp_port
 from helpers.broker import MosquittoBroker, free_port
 from helpers.daemon import Daemon, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.publisher import Publisher
 from pymodbus.client import AsyncModbusTcpClient
 from test_relay_drivers import RelayModule
 
@@ -93,33 +90,23 @@ reassert_seconds = 0
 """
 
 
-class Uplinks:
+class Uplinks(Publisher):
     """Publishes ChirpStack uplinks carrying a pre-decoded people count for the hall sensor."""
 
     def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="relay-e2e-publisher")
-        connected = threading.Event()
-        self.client.on_connect = lambda *_a, **_k: connected.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(10)
+        super().__init__(port, "relay-e2e-publisher")
         self.fcnt = 0
 
     def count(self, people: int) -> None:
         self.fcnt += 1
-        body = {
+        body: dict[str, object] = {
             "deduplicationId": f"relay-{self.fcnt}",
             "deviceInfo": {"devEui": HALL, "applicationId": "a"},
             "fCnt": self.fcnt,
             "fPort": 85,
             "object": {"people_count_all": people},
         }
-        topic = f"application/a/device/{HALL}/event/up"
-        self.client.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publish_json(f"application/a/device/{HALL}/event/up", body)
 
 
 class Rig:

@@ -121,13 +121,6 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 @pytest_asyncio.fixture
-async def client() -> AsyncIterator[Peer]:
-    peer = await Peer.start("client.py")
-    yield peer
-    await peer.stop()
-
-
-@pytest_asyncio.fixture
 async def plc(site: Site) -> AsyncIterator[AsyncModbusTcpClient]:
     c = AsyncModbusTcpClient("127.0.0.1", port=site.modbus.tcp_port or 0, timeout=2, retries=0)
     assert await c.connect()

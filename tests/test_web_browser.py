@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,13 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from bacnet_peer.harness import Peer, free_udp_port
 from helpers.broker import MosquittoBroker, free_port
 from helpers.browser import chromium, needs_browser, screenshot, wait_for
 from helpers.daemon import Daemon, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.publisher import Publisher
 from pymodbus.client import AsyncModbusTcpClient
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -113,14 +111,9 @@ hysteresis = 2
 """
 
 
-class Uplinks:
+class Uplinks(Publisher):
     def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="web-test-publisher")
-        connected = threading.Event()
-        self.client.on_connect = lambda *_a, **_k: connected.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(10)
+        super().__init__(port, "web-test-publisher")
         self.fcnt = 0
 
     def send(
@@ -137,12 +130,7 @@ class Uplinks:
             body["object"] = obj
         if data is not None:
             body["data"] = base64.b64encode(data).decode()
-        topic = f"application/a/device/{dev_eui}/event/up"
-        self.client.publish(topic, json.dumps(body).encode(), qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publish_json(f"application/a/device/{dev_eui}/event/up", body)
 
 
 class Site:

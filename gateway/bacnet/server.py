@@ -417,12 +417,8 @@ class BacnetServer:
     async def _restore_events(self) -> None:
         assert self._events is not None
         path = self._state_dir / EVENTS_FILE
-        try:
-            raw = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.error("BACnet events: cannot read %s: %s", path, exc)
+        raw = await _read_saved(path, "events")
+        if raw is None:
             return
         try:
             restored = self._events.restore(raw)
@@ -434,12 +430,8 @@ class BacnetServer:
     async def _restore_subscriptions(self) -> None:
         assert self._cov is not None
         path = self._state_dir / COV_FILE
-        try:
-            raw = await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            log.error("BACnet COV: cannot read %s: %s", path, exc)
+        raw = await _read_saved(path, "COV")
+        if raw is None:
             return
         try:
             resumed = self._cov.restore(raw)
@@ -448,6 +440,17 @@ class BacnetServer:
             return
         if resumed:
             log.info("BACnet COV: resumed %d subscriptions from %s", resumed, path)
+
+
+async def _read_saved(path: Path, what: str) -> bytes | None:
+    """A saved state file's bytes; None when there is none yet or it cannot be read (logged)."""
+    try:
+        return await asyncio.to_thread(path.read_bytes)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("BACnet %s: cannot read %s: %s", what, path, exc)
+        return None
 
 
 def _load(objs: Mapping[str, PointObject], values: Mapping[str, float]) -> list[PointObject]:
