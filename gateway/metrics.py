@@ -5,9 +5,8 @@ quantiles (_sum and _count). prometheus_client holds every value (thread-safe: t
 thread counts too) in its own CollectorRegistry (`Registry.collector_registry`, usable with any
 of its exporters). This module adds what the gateway asks of a metric on top: label names and
 allowed label values checked on every update (a typo is an error, not a new series), a gauge
-callback that fails losing only its own series, values read back by label, and a stable text:
-families and series sorted, whole numbers without ".0", no `_created` series, each metric under
-exactly the name it was registered with.
+callback that fails reading NaN (and one log line) instead of breaking the scrape, and values read
+back by label. The text is prometheus_client's own exposition, without `_created` series.
 
 Label values are keyword arguments; the value comes first and is positional-only, so any label
 name is allowed: ``messages.inc(source="mqtt", outcome="accepted")``,
@@ -30,6 +29,9 @@ from typing import Final, TypeVar
 
 import prometheus_client as prom
 from prometheus_client.metrics import MetricWrapperBase
+
+# `_created` series (a counter's creation time) only add noise to every scrape of a daemon.
+prom.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +270,6 @@ class Summary(_Family):
 
 
 _F = TypeVar("_F", bound=_Family)
-_ORDER = {"": 0, "_sum": 0, "_count": 1}
 
 
 class Registry:
@@ -322,44 +323,8 @@ class Registry:
             self.collector_registry.register(new)
 
     def render(self) -> str:
-        """The text exposition: families by name, series by label values, one trailing newline."""
-        with self._lock:
-            families = sorted(self._families.values(), key=lambda f: f.name)
-        lines: list[str] = []
-        for family in families:
-            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-            lines.append(f"# TYPE {family.name} {family.kind}")
-            for suffix, key, value in sorted(family.samples(), key=lambda s: (s[1], _ORDER[s[0]])):
-                lines.append(
-                    f"{family.name}{suffix}{_labels(family.labelnames, key)} {_number(value)}"
-                )
-        return "\n".join(lines) + "\n" if lines else ""
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _labels(names: LabelKey, values: LabelKey) -> str:
-    if not names:
-        return ""
-    pairs = ",".join(f'{n}="{_escape_label(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    # Whole numbers (counts, mostly) print without ".0" while they are exact in a float.
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
+        """The text exposition, written by prometheus_client's own exporter."""
+        return prom.generate_latest(self.collector_registry).decode()
 
 
 MESSAGE_OUTCOMES: Final = (
