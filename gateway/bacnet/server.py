@@ -303,6 +303,19 @@ class BacnetServer:
 
     # -- state -> objects -----------------------------------------------------------------------
 
+    def set_texts(self, sensor_id: str, texts: Mapping[str, str]) -> None:
+        """Text present values (device facts, kept by the command service, not the state):
+        point key -> text. Keys without a text object are ignored."""
+        objs = self._by_sensor.get(sensor_id, {})
+        for key, text in texts.items():
+            obj = objs.get(key)
+            if obj is None or not obj.profile.text or (obj.has_value and obj.text == text):
+                continue
+            obj.text = text
+            obj.has_value = True
+            if self._cov is not None:
+                self._cov.changed(obj)  # Status_Flags may have changed (out of service ends)
+
     def _seed(self) -> None:
         """Initial values: whatever the state holds (restored or live) at start-up."""
         for sensor_id, objs in self._by_sensor.items():
