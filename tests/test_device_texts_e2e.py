@@ -3,6 +3,8 @@ process read the CharacterString Value objects after the sensor's device-informa
 
 from __future__ import annotations
 
+import asyncio
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,6 +42,13 @@ def rig(tmp_path: Path, mqtt_broker: MosquittoBroker) -> Iterator[tuple[Daemon, 
     ns.close()
     if daemon.running():
         assert daemon.stop() == 0
+
+
+def post_report(daemon: Daemon, name: str) -> int:
+    report = (Path(__file__).parent / "data" / "vs121p" / name).read_bytes()
+    url = f"http://127.0.0.1:{daemon.http_port}/vs121p"
+    with urllib.request.urlopen(urllib.request.Request(url, data=report), timeout=5) as answer:
+        return int(answer.status)
 
 
 async def read(peer: Peer, target: str, obj: str, prop: str = "presentValue") -> object:
@@ -109,5 +118,24 @@ async def test_device_facts_read_as_text_over_bacnet(rig: tuple[Daemon, Broker, 
     try:
         assert await read(peer, target, SERIAL) == "6600b0940976"
         assert await read(peer, target, FIRMWARE) == "31.7.0.75"
+    finally:
+        await peer.stop()
+
+
+@pytest.mark.asyncio
+async def test_vs121p_serial_reads_as_text(rig: tuple[Daemon, Broker, int]) -> None:
+    daemon, _, bacnet_port = rig
+    target = f"127.0.0.1:{bacnet_port}"
+    foyer_serial = "characterstring-value,3069"  # sensor number 3, the VS121-P
+    peer = await Peer.start("client.py")
+    try:
+        assert await read(peer, target, foyer_serial) == ""
+        with pytest.raises(PeerError) as unknown:  # the VS121-P has no version texts
+            await read(peer, target, "characterstring-value,3066")
+        assert unknown.value.code == "unknown-object"
+        assert await asyncio.to_thread(post_report, daemon, "region_interval_counts.json") == 200
+        daemon.wait_until(lambda: "people_count_all" in daemon.values("foyer"), what="foyer")
+        assert await read(peer, target, foyer_serial) == "369362028335"
+        assert await read(peer, target, foyer_serial, "statusFlags") == [0, 0, 0, 0]
     finally:
         await peer.stop()
