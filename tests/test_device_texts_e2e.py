@@ -139,3 +139,25 @@ async def test_vs121p_serial_reads_as_text(rig: tuple[Daemon, Broker, int]) -> N
         assert await read(peer, target, foyer_serial, "statusFlags") == [0, 0, 0, 0]
     finally:
         await peer.stop()
+
+
+@pytest.mark.asyncio
+async def test_an_overlong_text_from_a_decoder_is_cut_and_logged(
+    rig: tuple[Daemon, Broker, int],
+) -> None:
+    daemon, ns, bacnet_port = rig
+    target = f"127.0.0.1:{bacnet_port}"
+    # A network server's payload codec sends decoded fields; this one a 200-character serial.
+    body = cs_uplink(12, "")
+    del body["data"]
+    body["object"] = {"people_count_all": 2, "sn": "7" * 200}
+    ns.send(UP, body)
+    daemon.wait_until(lambda: daemon.values("hall").get("people_count_all") == 2, what="uplink")
+    peer = await Peer.start("client.py")
+    try:
+        assert await read(peer, target, SERIAL) == "7" * 64
+    finally:
+        await peer.stop()
+    assert "BACnet: serial_number of sensor hall is longer than 64 characters; cut" in (
+        daemon.log_text()
+    )
