@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 from bacnet_peer.harness import Peer, PeerError, free_udp_port
+from helpers import bacstack
 from helpers.broker import MosquittoBroker
 from helpers.daemon import Daemon
-from test_downlink_e2e import CS_SUB, HALL, Broker, config, cs_uplink, started
+from test_downlink_e2e import CS_SUB, DEVICE, HALL, Broker, config, cs_uplink, started
 
 UP = f"application/a/device/{HALL}/event/up"
 # Sensor number 1 ("hall"): catalog offsets 66, 67 and 69 of the characterstring-value type.
@@ -161,3 +162,27 @@ async def test_an_overlong_text_from_a_decoder_is_cut_and_logged(
     assert "BACnet: serial_number of sensor hall is longer than 64 characters; cut" in (
         daemon.log_text()
     )
+
+
+@pytest.mark.asyncio
+async def test_bacnet_stack_reads_the_serial_text(rig: tuple[Daemon, Broker, int]) -> None:
+    bacstack.require("bacrp")
+    daemon, ns, bacnet_port = rig
+    ns.send(UP, cs_uplink(13, DEVICE_INFO))
+    daemon.wait_until(
+        lambda: "sn" in daemon.status()["sensors"]["hall"]["device"], what="device facts"
+    )
+    result = await bacstack.run(
+        "bacrp",
+        "--mac",
+        f"127.0.0.1:{bacnet_port}",
+        "--dnet",
+        "0",
+        str(DEVICE),
+        "characterstring-value",
+        "1069",
+        "present-value",
+        server_port=bacnet_port,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == '"6600b0940976"'
