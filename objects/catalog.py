@@ -573,15 +573,34 @@ SENSOR_POINTS += (
             f"{{sensor}} {label}",
             ObjectType.CHARACTERSTRING_VALUE,
             offset,
-            f"{label} the sensor reports, as text ({example})",
+            description,
             None,
             models=models,
         )
-        for key, label, offset, example, models in (
-            ("firmware_version_text", "Firmware Version Text", 66, "e.g. 1.0.3.2", _LORA),
-            ("hardware_version_text", "Hardware Version Text", 67, "e.g. 1.0", _LORA),
-            # The VS121-P names its serial in every report (device_info.device_sn).
-            ("serial_number", "Serial Number", 69, "as the device reports it", _BOTH),
+        for key, label, offset, description, models in (
+            (
+                "firmware_version_text",
+                "Firmware Version Text",
+                66,
+                "Firmware version as the sensor reports it, e.g. 31.7.0.75 (Firmware Version, "
+                "the analog input of the same instance, shows it as a number)",
+                _LORA,
+            ),
+            (
+                "hardware_version_text",
+                "Hardware Version Text",
+                67,
+                "Hardware version as the sensor reports it, e.g. 1.0",
+                _LORA,
+            ),
+            (
+                "serial_number",
+                "Serial Number",
+                69,
+                "Serial number as the sensor reports it (VS121: from its device-information "
+                "report, VS121-P: device_sn in every report)",
+                _BOTH,
+            ),
         )
     ),
     # -- daily line totals (see gateway.daily): one register each, after the first 125 (those
