@@ -77,6 +77,11 @@ async def test_device_facts_read_as_text_over_bacnet(rig: tuple[Daemon, Broker, 
         assert await read(peer, target, SERIAL) == "6600b0940976"
         assert await read(peer, target, FIRMWARE) == "31.7.0.75"
         assert await read(peer, target, HARDWARE) == "1.0"
+        # The API shows them under `device`; its point status covers numeric values only, so
+        # the text objects are not listed there as never reported.
+        points = daemon.status()["sensors"]["hall"]["points"]
+        assert "firmware_version_code" in points
+        assert not {"serial_number", "firmware_version_text", "hardware_version_text"} & set(points)
         for obj in (SERIAL, FIRMWARE, HARDWARE):
             assert await read(peer, target, obj, "statusFlags") == [0, 0, 0, 0], obj
             assert await read(peer, target, obj, "reliability") == "no-fault-detected", obj
