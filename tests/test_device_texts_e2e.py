@@ -82,6 +82,10 @@ async def test_device_facts_read_as_text_over_bacnet(rig: tuple[Daemon, Broker, 
         points = daemon.status()["sensors"]["hall"]["points"]
         assert "firmware_version_code" in points
         assert not {"serial_number", "firmware_version_text", "hardware_version_text"} & set(points)
+        # The points page shows the texts BACnet serves.
+        page = daemon.get("/points?sensor=hall&type=characterstring-value")
+        assert "6600b0940976" in page
+        assert "31.7.0.75" in page
         for obj in (SERIAL, FIRMWARE, HARDWARE):
             assert await read(peer, target, obj, "statusFlags") == [0, 0, 0, 0], obj
             assert await read(peer, target, obj, "reliability") == "no-fault-detected", obj
