@@ -18,6 +18,7 @@ from gateway.command_service import CommandService
 from gateway.commands import REQUESTER, DeliveryRefusedError
 from gateway.config_audit import open_endpoints
 from gateway.daily import DayClock
+from gateway.device_points import text_values
 from gateway.diskspace import free_bytes, mib
 from gateway.downlink_events import parse_event
 from gateway.envelopes import Uplink
@@ -89,6 +90,7 @@ class Gateway:
             self.metrics,
         )
         self.ingest.on_uplink = self._uplink_decoded
+        self.ingest.on_serial = self._serial_reported
         self.mqtt: MqttSource | None = None
         self.http: HttpServer | None = None
         self.modbus: ModbusServer | None = None
@@ -236,6 +238,8 @@ class Gateway:
                 on_reinitialize=self._reinitialize,
             )
             await self.bacnet.start()
+            for sensor_id, facts in self.commands.facts.items():
+                self.bacnet.set_texts(sensor_id, text_values(facts))
         if mb.tcp.enabled or mb.rtu.enabled:
             self.modbus = ModbusServer(
                 mb,
@@ -402,6 +406,14 @@ class Gateway:
         sub = self._subs_by_source.get(source)
         if sub is not None or source == SIM_SOURCE:
             self.commands.uplink_seen(sensor_id, up, sub, data)
+            if self.bacnet is not None:
+                self.bacnet.set_texts(
+                    sensor_id, text_values(self.commands.facts.get(sensor_id, {}))
+                )
+
+    def _serial_reported(self, sensor_id: str, serial: str) -> None:
+        if self.bacnet is not None:
+            self.bacnet.set_texts(sensor_id, {"serial_number": serial})
 
     def _mqtt_event(self, name: str, amount: int) -> None:
         if name == METRIC_OVERFLOW:

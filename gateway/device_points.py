@@ -86,3 +86,16 @@ def device_facts(up: Uplink, data: Mapping[str, Any]) -> dict[str, str]:
     if isinstance(lorawan_class, str):
         facts["lorawan_class"] = lorawan_class
     return facts
+
+
+# Device facts (keys of `device_facts`) shown as text objects: fact -> point key.
+TEXT_POINTS: Final = {
+    "sn": "serial_number",
+    "firmware_version": "firmware_version_text",
+    "hardware_version": "hardware_version_text",
+}
+
+
+def text_values(facts: Mapping[str, str]) -> dict[str, str]:
+    """The text objects' values (point key -> text) from a sensor's kept facts."""
+    return {key: facts[fact] for fact, key in TEXT_POINTS.items() if fact in facts}

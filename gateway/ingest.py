@@ -120,6 +120,8 @@ class Ingest:
         # Sees every decoded LoRaWAN uplink (settings echoes, device facts) before it is applied.
         # Called with (source, sensor id, uplink, decoded data).
         self.on_uplink: Callable[[str, str, Uplink, dict[str, Any]], None] | None = None
+        # A VS121-P report that names its serial: (sensor id, serial), for the text object.
+        self.on_serial: Callable[[str, str], None] | None = None
 
     # -- LoRaWAN uplinks ------------------------------------------------------------------
 
@@ -197,6 +199,8 @@ class Ingest:
         if sensor.model != "vs121-p":
             reason = f"VS121-P report for a {sensor.model} sensor; check its serial"
             return self._reject(source, sensor.id, Result.REJECTED, reason)
+        if self.on_serial is not None and data.get("sn") == serial:
+            self.on_serial(sensor.id, serial)
         identity = report_identity(decoded, serial)
         if identity is None:
             decoded = self._without_line_counts(source, sensor.id, decoded)

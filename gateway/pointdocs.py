@@ -26,7 +26,10 @@ OBJECT_TYPE_CODES: dict[ObjectType, int] = {
     ObjectType.BINARY_VALUE: 5,
     ObjectType.DATETIME_VALUE: 44,
     ObjectType.POSITIVE_INTEGER_VALUE: 48,
+    ObjectType.CHARACTERSTRING_VALUE: 40,
 }
+# Object types the gateway serves without COV (see gateway.bacnet.objects.PROFILES).
+NO_COV_TYPES = frozenset({ObjectType.DATETIME_VALUE, ObjectType.CHARACTERSTRING_VALUE})
 DEVICE_TYPE_CODE = 8
 NOTIFICATION_CLASS_TYPE_CODE = 15
 UNIT_CODES: dict[Units, int] = {Units.NO_UNITS: 95, Units.SECONDS: 73}
@@ -158,7 +161,7 @@ def render_ede(
                 "" if p.point.minimum is None else f"{p.point.minimum:g}",
                 "" if p.point.maximum is None else f"{p.point.maximum:g}",
                 "Y" if p.writable else "N",
-                "Y" if p.object_type is not ObjectType.DATETIME_VALUE else "N",
+                "N" if p.object_type in NO_COV_TYPES else "Y",
                 "" if p.high_limit is None else f"{p.high_limit[0]:g}",
                 "",
                 "",

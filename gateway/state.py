@@ -36,7 +36,7 @@ from typing import Any
 from gateway import pointstatus
 from gateway.daily import UTC_MIDNIGHT, DailyTotals, DayClock
 from gateway.linecount import LineLedger
-from objects.catalog import Model, Source
+from objects.catalog import Model, ObjectType, Source
 from objects.pointmap import SensorSpec, sensor_points
 
 log = logging.getLogger("gateway.state")
@@ -206,9 +206,14 @@ class GatewayState:
             )
             for spec, stale, interval in sensors
         }
+        # The sensor's numeric values (text points show the device facts the command service
+        # keeps; the state holds numbers only).
         self._keys: dict[str, frozenset[str]] = {
             spec.id: frozenset(
-                p.key for p in sensor_points(spec) if p.point.source is Source.SENSOR
+                p.key
+                for p in sensor_points(spec)
+                if p.point.source is Source.SENSOR
+                and p.object_type is not ObjectType.CHARACTERSTRING_VALUE
             )
             for spec, _, _ in sensors
         }

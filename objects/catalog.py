@@ -54,6 +54,8 @@ class ObjectType(StrEnum):
     DATETIME_VALUE = "datetime-value"
     # Unsigned present value: 32-bit totals served exactly (a REAL holds integers up to 2^24).
     POSITIVE_INTEGER_VALUE = "positive-integer-value"
+    # Text present value: device facts a BMS shows as they are (serial number, versions).
+    CHARACTERSTRING_VALUE = "characterstring-value"
 
 
 class Units(StrEnum):
@@ -560,6 +562,46 @@ SENSOR_POINTS += (
         None,
         cov_increment=1,
         models=_LORA,
+    ),
+    # Device facts as text, as the sensor reports them (device-info uplink: ff 08 serial,
+    # ff 09 hardware, ff 1f firmware). Their own object type, so instances 66/67 sit beside
+    # the analog inputs of the same facts and move nothing; not on Modbus (text has no place
+    # in the register map). Values come from the facts the command service keeps.
+    *(
+        Point(
+            key,
+            f"{{sensor}} {label}",
+            ObjectType.CHARACTERSTRING_VALUE,
+            offset,
+            description,
+            None,
+            models=models,
+        )
+        for key, label, offset, description, models in (
+            (
+                "firmware_version_text",
+                "Firmware Version Text",
+                66,
+                "Firmware version as the sensor reports it, e.g. 31.7.0.75 (Firmware Version, "
+                "the analog input of the same instance, shows it as a number)",
+                _LORA,
+            ),
+            (
+                "hardware_version_text",
+                "Hardware Version Text",
+                67,
+                "Hardware version as the sensor reports it, e.g. 1.0",
+                _LORA,
+            ),
+            (
+                "serial_number",
+                "Serial Number",
+                69,
+                "Serial number as the sensor reports it (VS121: from its device-information "
+                "report, VS121-P: device_sn in every report)",
+                _BOTH,
+            ),
+        )
     ),
     # -- daily line totals (see gateway.daily): one register each, after the first 125 (those
     # come in one read); 327 x 200 + 128 still fits the address space.

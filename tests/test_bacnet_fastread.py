@@ -72,6 +72,7 @@ def set_state(obj: PointObject, label: str) -> None:
         obj.has_value, obj.link_down = False, False
     elif label == "value":
         obj.value, obj.has_value = 3.0, True
+        obj.text = "31.7.0.75"  # text objects (device facts)
     elif label == "zero":
         obj.value = 0.0
     elif label == "stale":

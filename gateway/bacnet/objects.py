@@ -85,6 +85,7 @@ class Profile:
     binary: bool = False
     commandable: bool = False
     unsigned: bool = False  # analog, but the present value is an Unsigned (exact integers)
+    text: bool = False  # the present value is a CharacterString (`PointObject.text`)
     cov: bool = True  # the EDE export says which types support COV; this must agree
 
 
@@ -140,6 +141,16 @@ PROFILES: dict[ObjectType, Profile] = {
         analog=True,
         unsigned=True,
     ),
+    # Device facts as text. Not COV-capable: the facts change only with new firmware or
+    # hardware, and the EDE export says so.
+    ObjectType.CHARACTERSTRING_VALUE: Profile(
+        "characterstring-value",
+        stock.CharacterStringValueObject._elements,
+        (*_IDENTITY, "presentValue", *_STATUS),
+        ("description", "reliability"),
+        text=True,
+        cov=False,
+    ),
 }
 
 # BACnetReliability values (ASHRAE 135 clause 21) the objects use.
@@ -164,6 +175,7 @@ class PointObject:
         "priorities",
         "profile",
         "properties",
+        "text",
         "value",
     )
 
@@ -175,6 +187,7 @@ class PointObject:
         )
         self.properties = properties  # served property names, shared between like objects
         self.value: float = 0.0
+        self.text = ""  # the present value of text objects
         self.has_value = False
         self.link_down = False
         self.events: Any = None  # an EventRecord for objects with intrinsic reporting
@@ -298,6 +311,8 @@ def present_value(obj: PointObject, number: float | None = None) -> Any:
         return Real(float(v))
     if obj.profile.binary:
         return BinaryPV(1 if v else 0)
+    if obj.profile.text:
+        return CharacterString(obj.text)
     return unix_to_datetime(v if obj.has_value or number is not None else None)
 
 

@@ -50,6 +50,9 @@ from gateway.state import Change, GatewayState
 from objects.pointmap import ResolvedPoint, decode_priority_array, priority_array_owner
 
 log = logging.getLogger("gateway.bacnet")
+# Longest text a text object serves: facts are short (a 12-digit serial, "31.7.0.75"), and a
+# network server's decoder could send anything; this keeps a read reply in one unsegmented APDU.
+MAX_TEXT = 64
 
 COV_FILE = "bacnet_cov.json"
 EVENTS_FILE = "bacnet_events.json"
@@ -302,6 +305,29 @@ class BacnetServer:
         log.info("BACnet: stopped")
 
     # -- state -> objects -----------------------------------------------------------------------
+
+    def set_texts(self, sensor_id: str, texts: Mapping[str, str]) -> None:
+        """Text present values (device facts, kept by the command service, not the state):
+        point key -> text. Keys without a text object are ignored."""
+        objs = self._by_sensor.get(sensor_id, {})
+        for key, given in texts.items():
+            obj = objs.get(key)
+            if obj is None or not obj.profile.text:
+                continue
+            text = given[:MAX_TEXT]
+            if obj.has_value and obj.text == text:
+                continue
+            if len(given) > MAX_TEXT:  # logged once per change, not per uplink
+                log.warning(
+                    "BACnet: %s of sensor %s is longer than %d characters; cut",
+                    key,
+                    sensor_id,
+                    MAX_TEXT,
+                )
+            obj.text = text
+            obj.has_value = True
+            if self._cov is not None:
+                self._cov.changed(obj)  # Status_Flags may have changed (out of service ends)
 
     def _seed(self) -> None:
         """Initial values: whatever the state holds (restored or live) at start-up."""

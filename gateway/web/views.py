@@ -132,6 +132,14 @@ def _format_value(p: ResolvedPoint, value: float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _text_of(gw: Gateway, p: ResolvedPoint) -> str | None:
+    """A text point's value (device facts are not in the state): what BACnet serves."""
+    if p.object_type is not ObjectType.CHARACTERSTRING_VALUE or gw.bacnet is None:
+        return None
+    obj = gw.bacnet.object_for(p.sensor_id, p.key)
+    return obj.text if obj is not None and obj.has_value else None
+
+
 def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
     rows = []
     for p in points:
@@ -142,11 +150,12 @@ def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
         else:
             value = gw.state.gateway_values.get(p.key)
             online = True
+        text = _text_of(gw, p)
         needs_link = bool(p.sensor_id) and p.key not in LINK_HEALTH_KEYS
         needs_link = needs_link and p.point.source is not Source.COMMAND
         if needs_link and not online:
             reliability = "communication-failure"
-        elif value is None and p.point.source is not Source.COMMAND:
+        elif value is None and text is None and p.point.source is not Source.COMMAND:
             reliability = "unreliable-other"
         else:
             reliability = "no-fault-detected"
@@ -160,7 +169,7 @@ def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
                 modbus=_modbus_text(p),
                 units="" if p.units.value == "noUnits" else p.units.value,
                 writable=p.writable,
-                value=_format_value(p, value),
+                value=_format_value(p, value) if text is None else text,
                 reliability=reliability,
                 description=p.description,
             )
