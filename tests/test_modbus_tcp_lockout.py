@@ -177,7 +177,7 @@ def netns() -> Iterator[Netns]:
     if shutil.which("ip") is None or os.geteuid() != 0:
         pytest.skip("needs root and iproute2 to create a network namespace")
     tag = f"{os.getpid() % 100000}"
-    name, host_dev, peer_dev = f"wt-modbus-{tag}", f"mbw{tag}h", f"mbw{tag}p"
+    name, host_dev, peer_dev = f"vs121gw-mb-{tag}", f"mbw{tag}h", f"mbw{tag}p"
     subnet = f"10.213.{os.getpid() % 250}"
     try:
         _ip("netns", "add", name)

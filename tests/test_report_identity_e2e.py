@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 REPORT: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "vs121p" / "line_interval.json").read_text(encoding="utf-8")
 )
-MAC_ONLY = Path("/work/shared/ns-examples/chirpstack-real-2023-hpr285-macOnly-fport0.json")
+MAC_ONLY = Path(__file__).parent / "data" / "ns" / "chirpstack-real-2023-hpr285-macOnly-fport0.json"
 HALL = "24e124538c000001"
 
 SERIALS = ("p-zone-mqtt", "p-zone-http", "p-unread", "p-untimed", "p-dst")
