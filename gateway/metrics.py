@@ -35,7 +35,8 @@ prom.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+# What generate_latest writes (the 0.0.4 text format), as prometheus_client names it.
+CONTENT_TYPE: Final = prom.exposition.CONTENT_TYPE_PLAIN_0_0_4
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
