@@ -127,7 +127,19 @@ def test_pages_are_server_rendered_and_escaped(open_gateway: Daemon) -> None:
     assert "current_total" in sensor  # the message itself
     assert "AI 1001" in sensor  # its points with BACnet object and Modbus address
     assert "holding 204 (400205)" in sensor
+    # Reliability as BACnet serves it: a value this reporting type never sends is out of
+    # service (no fault), a reported one has no fault.
+    assert _reliability(sensor, "a_to_b") == "out-of-service"
+    assert _reliability(sensor, "people_count_all") == "no-fault-detected"
     assert _request(d, "/sensors/nope")[0] == 404
+
+
+def _reliability(page: str, key: str) -> str:
+    row = re.search(rf'<span class="sub">{key}(?: · writable)?</span>.*?</tr>', page, re.S)
+    assert row is not None, key
+    found = re.search(r'<span class="rel ([a-z-]+)">', row.group(0))
+    assert found is not None, key
+    return found.group(1)
 
 
 def test_downloads_are_the_cli_text(open_gateway: Daemon) -> None:

@@ -142,19 +142,32 @@ def _text_of(gw: Gateway, p: ResolvedPoint) -> str | None:
 
 def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
     rows = []
+    statuses: dict[str, dict[str, str]] = {}  # per sensor, computed once per page
     for p in points:
+        status = None
         if p.sensor_id:
             s = gw.state.sensors.get(p.sensor_id)
             value = None if s is None else s.values.get(p.key)
             online = s is not None and s.online
+            if s is not None:
+                if p.sensor_id not in statuses:
+                    statuses[p.sensor_id] = gw.state.point_status(p.sensor_id)
+                status = statuses[p.sensor_id].get(p.key)
         else:
             value = gw.state.gateway_values.get(p.key)
             online = True
         text = _text_of(gw, p)
         needs_link = bool(p.sensor_id) and p.key not in LINK_HEALTH_KEYS
         needs_link = needs_link and p.point.source is not Source.COMMAND
+        # As BACnet shows it: a sensor value never or no longer reported is out of service
+        # (no fault); any other value without data is unreliable.
+        unsent = status in ("not-reported", "never-reported") or (
+            value is None and text is None and p.point.source is Source.SENSOR
+        )
         if needs_link and not online:
             reliability = "communication-failure"
+        elif unsent:
+            reliability = "out-of-service"
         elif value is None and text is None and p.point.source is not Source.COMMAND:
             reliability = "unreliable-other"
         else:
