@@ -20,7 +20,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker, free_port
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from helpers.daemon import Daemon, start_mqtt_daemon
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim_publish import uplink_body, uplink_topic
@@ -110,22 +110,9 @@ class Rig:
 
 @pytest.fixture
 def rig(tmp_path: Path, mqtt_broker: MosquittoBroker) -> Iterator[Rig]:
-    port = new_http_port()
     modbus_port = free_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=mqtt_broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start(
-        env={
-            "VS121GW_MODBUS__TCP__ENABLED": "true",
-            "VS121GW_MODBUS__TCP__PORT": str(modbus_port),
-        }
-    )
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    env = {"VS121GW_MODBUS__TCP__ENABLED": "true", "VS121GW_MODBUS__TCP__PORT": str(modbus_port)}
+    daemon = start_mqtt_daemon(tmp_path, mqtt_broker.port, env=env)
     r = Rig(daemon, modbus_port, mqtt_broker.port)
     yield r
     r.close()
@@ -318,19 +305,10 @@ def test_daily_totals_roll_at_the_reset_time_and_survive_kill_9(
     # "Today" began two hours ago: the reset time is set to that moment (UTC, whole minutes).
     start = datetime.fromtimestamp(now - 7200, UTC)
     reset = f"{start.hour:02d}:{start.minute:02d}"
-    port = new_http_port()
     modbus_port = free_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=mqtt_broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-        extra=f'[daily]\ntimezone = "UTC"\nreset_time = "{reset}"\n',
-    )
     env = {"VS121GW_MODBUS__TCP__ENABLED": "true", "VS121GW_MODBUS__TCP__PORT": str(modbus_port)}
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start(env=env)
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    daily = f'[daily]\ntimezone = "UTC"\nreset_time = "{reset}"\n'
+    daemon = start_mqtt_daemon(tmp_path, mqtt_broker.port, extra=daily, env=env)
     rig = Rig(daemon, modbus_port, mqtt_broker.port)
     try:
         rig.uplink(now - 3 * 3600, periodic(7, 3))  # yesterday (before today's reset)
@@ -353,16 +331,7 @@ def test_daily_totals_roll_at_the_reset_time_and_survive_kill_9(
 
 def test_boundary_example_holds_across_kill_9(tmp_path: Path, mqtt_broker: MosquittoBroker) -> None:
     # The credit left by the periodic report must survive a crash between it and trigger B.
-    port = new_http_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=mqtt_broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    daemon = start_mqtt_daemon(tmp_path, mqtt_broker.port)
     rig = Rig(daemon, free_port(), mqtt_broker.port)
     try:
         t0 = base_time() + 1200

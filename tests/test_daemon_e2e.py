@@ -11,7 +11,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from helpers.daemon import Daemon, gateway_config, new_http_port, start_mqtt_daemon
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim_publish import uplink_body, uplink_topic
@@ -40,16 +40,7 @@ class Publisher:
 
 @pytest.fixture
 def gateway(tmp_path: Path, mqtt_broker: MosquittoBroker) -> Iterator[Daemon]:
-    port = new_http_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=mqtt_broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    daemon = start_mqtt_daemon(tmp_path, mqtt_broker.port)
     yield daemon
     if daemon.running():
         assert daemon.stop() == 0

@@ -272,3 +272,21 @@ class Daemon:
 
 def new_http_port() -> int:
     return free_port()
+
+
+def start_mqtt_daemon(
+    workdir: Path, broker_port: int, *, extra: str = "", env: dict[str, str] | None = None
+) -> Daemon:
+    """The gateway subscribed to every network server's topics, started and connected."""
+    port = new_http_port()
+    cfg = gateway_config(
+        workdir / "state",
+        mqtt_port=broker_port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+        extra=extra,
+    )
+    daemon = Daemon(workdir, cfg, http_port=port)
+    daemon.start(env=env)
+    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    return daemon
