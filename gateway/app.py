@@ -73,7 +73,12 @@ class Gateway:
             day_clock=DayClock.parse(settings.daily.timezone, settings.daily.reset_time),
         )
         self.store = StateStore(settings.gateway.state_dir)
-        self.committer = Committer(self.state, self.store, on_write=self._on_write)
+        self.committer = Committer(
+            self.state,
+            self.store,
+            snapshot_interval=settings.gateway.snapshot_interval,
+            on_write=self._on_write,
+        )
         self.web = WebUi(self)  # the commissioning page: sees every message ingested
         self.ingest = Ingest(
             settings.sensors,

@@ -44,6 +44,9 @@ class GatewaySection(_Strict):
     name: str = Field("VS121 Gateway", min_length=1, max_length=64)
     state_dir: Path = Path("state")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Seconds between snapshots of the changed sensors: shorter means a shorter journal to
+    # replay at start, longer means fewer writes to a flash card.
+    snapshot_interval: float = Field(60.0, ge=1.0, le=3600.0)
 
 
 class DailySection(_Strict):

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,8 @@ class Journal:
         self._fd: int | None = None
         self.size = 0
         self._has_records = False
+        # Batches are appended from worker threads while a snapshot writer may add its mark.
+        self._lock = threading.Lock()
 
     def open(self) -> None:
         created = not self.path.exists()
@@ -131,6 +134,12 @@ class Journal:
             self._fd = None
 
     def append(self, data: bytes) -> None:
+        with self._lock:
+            self._append(data)
+
+    def _append(self, data: bytes) -> None:
+        if self._fd is None:
+            self.open()  # a restart that failed half way (a full volume) left it closed
         assert self._fd is not None
         try:
             view = memoryview(data)
@@ -175,11 +184,12 @@ class Journal:
     def restart(self) -> None:
         """Replace the journal with an empty one (after a snapshot made it redundant), keeping
         the old one as the previous generation when it held anything."""
-        self.close()
-        if self._has_records:
-            os.replace(self.path, self.previous)
-        atomic_write(self.path, b"")
-        self.open()
+        with self._lock:
+            self.close()
+            if self._has_records:
+                os.replace(self.path, self.previous)
+            atomic_write(self.path, b"")
+            self.open()
 
     def previous_records(self) -> list[dict[str, Any]]:
         """The records of the previous generation (empty when there is none)."""
@@ -322,12 +332,13 @@ class StateStore:
             return False
         return True
 
-    def write_snapshots(self, docs: dict[str, bytes]) -> None:
+    def write_snapshots(self, docs: dict[str, bytes], high: int = 0) -> None:
+        """Write the sensors' snapshots; `high` is the highest sequence any of them holds."""
         if not docs:
             return
         # Only an aid for the start-up check: a full disk must not stop the snapshot for it.
         with contextlib.suppress(OSError):
-            self.journal.mark(max(_applied_seq(doc) for doc in docs.values()))
+            self.journal.mark(high)
         for sensor_id, data in docs.items():
             path = self.path_for(sensor_id)
             tmp = _synced_temp(path, data)
@@ -336,15 +347,6 @@ class StateStore:
                 os.replace(path, path.with_name(path.name + ".prev"))
             os.replace(tmp, path)
         _fsync_dir(self.sensor_dir)
-
-
-_APPLIED_SEQ = re.compile(rb'"applied_seq":\s*([0-9]+)')
-
-
-def _applied_seq(doc: bytes) -> int:
-    """The sequence a serialised snapshot holds (its last key, so searched from the end)."""
-    found = _APPLIED_SEQ.search(doc, max(0, len(doc) - 64))
-    return int(found.group(1)) if found else 0
 
 
 class _Ahead:
@@ -383,7 +385,15 @@ class _Ahead:
 
 
 class Committer:
-    """Makes the state durable in batches, then runs the callbacks waiting on each batch."""
+    """Makes the state durable in batches, then runs the callbacks waiting on each batch.
+
+    A periodic snapshot first starts a fresh journal (the old one becomes the previous
+    generation), then serialises the changed sensors and writes their files in the background:
+    batches keep going to the fresh journal and being acknowledged while the files are written
+    and fsynced. Start-up replays both journal generations by sequence, so whatever a file does
+    not hold yet is in one of them. Until a snapshot has written every one of its files, the
+    next one does not start another journal (the previous generation still holds records that
+    some sensors' files lack)."""
 
     def __init__(
         self,
@@ -409,6 +419,9 @@ class Committer:
         self._failures = 0
         self._failing_since = 0.0
         self._snapshot_retry_at = 0.0
+        self._background: asyncio.Task[None] | None = None  # snapshot files being written
+        self._incomplete = False  # the last snapshot did not write all its files
+        self._snapshot_failing: str | None = None
 
     def after_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything applied so far is on disk."""
@@ -431,6 +444,10 @@ class Committer:
     def request_flush(self) -> None:
         self._wake.set()
 
+    @property
+    def snapshot_running(self) -> bool:
+        return self._background is not None and not self._background.done()
+
     async def run(self) -> None:
         while True:
             await self._wake.wait()
@@ -439,14 +456,20 @@ class Committer:
                 await asyncio.wait_for(self._full.wait(), self._window)
             self._wake.clear()
             self._full.clear()
-            due = time.monotonic() - self._last_snapshot >= self._snapshot_interval
-            big = self._store.journal.size >= SNAPSHOT_JOURNAL_BYTES
             # After a failed snapshot, batches go to the journal for a while before the next try.
             backoff = time.monotonic() < self._snapshot_retry_at
-            await self.flush(snapshot=(due or big or self._force_snapshot) and not backoff)
+            if self._force_snapshot and not backoff and not self.snapshot_running:
+                # The journal cannot take more: these records wait for a snapshot to hold them.
+                await self.flush(snapshot=True)
+                continue
+            due = time.monotonic() - self._last_snapshot >= self._snapshot_interval
+            big = self._store.journal.size >= SNAPSHOT_JOURNAL_BYTES
+            if await self.flush() and (due or big) and not backoff:
+                await self._begin_snapshot()
 
     async def flush(self, *, snapshot: bool = False) -> bool:
-        """Write what was applied; True once it is on disk (and its callbacks have run)."""
+        """Write what was applied; True once it is on disk (and its callbacks have run). With
+        `snapshot`, also a whole snapshot, written before this returns."""
         callbacks, self._callbacks = self._callbacks, []
         records, self._state.journal = self._state.journal, []
         started = time.perf_counter()
@@ -470,30 +493,109 @@ class Committer:
 
     async def _write(self, records: list[dict[str, Any]], *, snapshot: bool) -> None:
         data = b"".join(_dumps(r) + b"\n" for r in records)
-        journaled = False
-        if snapshot:
-            if records:
-                # Journaled too, so a fallback to the previous snapshot can replay them; a full
-                # disk must not block the snapshot that empties the journal, though.
-                with contextlib.suppress(OSError):
-                    await asyncio.to_thread(self._store.journal.append, data)
-                    journaled = True
-            try:
-                await self._snapshot()
-                return
-            except OSError as exc:
-                self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
-                if not records:
-                    raise
-                # Acknowledgements must not wait for the snapshot: the journal may still take it.
-                log.debug("snapshot failed (%s); appending to the journal instead", exc)
-        if records and not journaled:
+        journaled = not records
+        if records:
             try:
                 await asyncio.to_thread(self._store.journal.append, data)
+                journaled = True
             except OSError as exc:
-                if is_full(exc):
-                    self._force_snapshot = True  # it empties the journal, with the reserve's help
-                raise
+                if not snapshot:
+                    if is_full(exc):
+                        self._force_snapshot = True  # it empties the journal, using the reserve
+                    raise
+                # A full disk must not block the snapshot that empties the journal: the records
+                # are durable once its files hold them.
+        if not snapshot:
+            return
+        await self._settle()
+        try:
+            await self._rotate()
+            await self._snapshot()
+        except OSError as exc:
+            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+            if not (records and journaled):
+                raise  # nothing else was written: this flush failed
+            # Acknowledgements must not wait for the snapshot: the journal took the records.
+            self._snapshot_failed(exc)
+
+    async def _begin_snapshot(self) -> None:
+        """Start a fresh journal, then write the snapshot files in the background."""
+        if self.snapshot_running:
+            return
+        try:
+            await self._rotate()
+        except OSError as exc:
+            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+            self._snapshot_failed(exc)
+            return
+        self._background = asyncio.create_task(self._background_snapshot())
+
+    async def _background_snapshot(self) -> None:
+        try:
+            await self._snapshot()
+        except OSError as exc:
+            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+            self._snapshot_failed(exc)
+        except Exception:  # a fault of ours: the journal still holds everything
+            self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
+            log.exception("snapshot failed; the journal keeps every record")
+
+    async def _settle(self) -> None:
+        """Wait for a background snapshot to finish (it never raises)."""
+        if self._background is not None:
+            await asyncio.shield(self._background)
+            self._background = None
+
+    async def _rotate(self) -> None:
+        self._last_snapshot = time.monotonic()
+        if self._incomplete:
+            return  # the previous generation still holds records some files lack: keep it
+        await asyncio.to_thread(self._with_reserves, self._store.journal.restart)
+
+    async def _snapshot(self) -> None:
+        # Serialised here, in the loop, one sensor at a time with yields between slices, so no
+        # acknowledgement waits behind the whole snapshot. Each file holds its sensor's
+        # applied_seq; records applied meanwhile go to the fresh journal, and replay skips those
+        # a file already holds.
+        dirty, self._state.dirty = self._state.dirty, set()
+        try:
+            docs: dict[str, bytes] = {}
+            high = 0
+            budget = time.perf_counter() + SNAPSHOT_SLICE_S
+            for sid in dirty:
+                sensor = self._state.sensors[sid]
+                docs[sid] = _dumps(sensor.to_json())
+                high = max(high, sensor.applied_seq)
+                if time.perf_counter() >= budget:
+                    await asyncio.sleep(0)
+                    budget = time.perf_counter() + SNAPSHOT_SLICE_S
+            self.space.size_for(sum(len(d) for d in docs.values()))
+            # New files need free descriptors and room: the reserves cover a process that has
+            # none left, so the journal can always be emptied.
+            await asyncio.to_thread(self._with_reserves, self._store.write_snapshots, docs, high)
+        except BaseException:
+            self._state.dirty |= dirty
+            self._incomplete = True
+            raise
+        self._incomplete = False
+        self._force_snapshot = False
+        self._snapshot_recovered()
+        await asyncio.to_thread(self.space.ensure)
+
+    def _snapshot_failed(self, exc: OSError) -> None:
+        reason = exc.strerror or str(exc)
+        if self._snapshot_failing is None:
+            log.warning(
+                "snapshot not written (%s); the journal keeps every record, retried in %.0f s",
+                reason,
+                SNAPSHOT_RETRY_S,
+            )
+        self._snapshot_failing = reason
+
+    def _snapshot_recovered(self) -> None:
+        if self._snapshot_failing is not None:
+            log.info("snapshot written again")
+        self._snapshot_failing = None
 
     def _failed(self, exc: OSError) -> None:
         self._failures += 1
@@ -524,39 +626,12 @@ class Committer:
         self.failing = None
         self._failures = 0
 
-    async def _snapshot(self) -> None:
-        # Serialised here, in the loop, so the files hold exactly what was applied so far;
-        # whatever is applied while they are written goes to the fresh journal.
-        # One sensor at a time, yielding between them, so no acknowledgement waits behind the
-        # whole snapshot. Each file holds its sensor's applied_seq; records applied meanwhile go
-        # to the fresh journal too, and replay skips those a file already holds.
-        dirty, self._state.dirty = self._state.dirty, set()
-        docs: dict[str, bytes] = {}
-        budget = time.perf_counter() + SNAPSHOT_SLICE_S
-        for sid in dirty:
-            docs[sid] = _dumps(self._state.sensors[sid].to_json())
-            if time.perf_counter() >= budget:
-                await asyncio.sleep(0)
-                budget = time.perf_counter() + SNAPSHOT_SLICE_S
-        self.space.size_for(sum(len(d) for d in docs.values()))
-        try:
-            # New files need free descriptors and room: the reserves cover a process that has
-            # none left, so the journal can always be emptied.
-            await asyncio.to_thread(self._with_reserves, self._store.write_snapshots, docs)
-            await asyncio.to_thread(self._with_reserves, self._store.journal.restart)
-        except OSError:
-            self._state.dirty |= dirty
-            raise
-        self._force_snapshot = False
-        self._last_snapshot = time.monotonic()
-        await asyncio.to_thread(self.space.ensure)
-
     def _with_reserves(self, fn: Callable[..., None], *args: Any) -> None:
         self.space.run(fdlimit.RESERVED.run, fn, *args)
 
     async def close(self) -> bool:
         """Final snapshot at shutdown (the next start needs no replay); False if it failed."""
-        saved = await self.flush(snapshot=True)
+        saved = await self.flush(snapshot=True)  # after any snapshot still being written
         if not saved and not self._state.journal:
             # Only the compaction failed: every record is in the journal, replayed at start.
             log.warning("final snapshot not written (%s); the journal has it all", self.failing)
