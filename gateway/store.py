@@ -45,6 +45,7 @@ SNAPSHOT_INTERVAL_S = 60.0
 SNAPSHOT_JOURNAL_BYTES = 8 * 1024 * 1024
 SNAPSHOT_RETRY_S = 5.0  # a failed snapshot is tried again after this, not on every batch
 SNAPSHOT_SLICE_S = 0.005  # longest stretch of snapshot serialisation between two yields
+SNAPSHOT_YIELD_S = 0.05  # longest a background snapshot waits for a batch to be acknowledged
 FLUSH_AT_PENDING = 16  # below a broker's usual in-flight window (mosquitto: 20)
 
 
@@ -422,10 +423,13 @@ class Committer:
         self._background: asyncio.Task[None] | None = None  # snapshot files being written
         self._incomplete = False  # the last snapshot did not write all its files
         self._snapshot_failing: str | None = None
+        self._quiet = asyncio.Event()  # no batch is waiting or being written
+        self._quiet.set()
 
     def after_durable(self, callback: Callable[[], None]) -> None:
         """Run `callback` once everything applied so far is on disk."""
         self._callbacks.append(callback)
+        self._quiet.clear()
         self._wake.set()
         if len(self._callbacks) >= FLUSH_AT_PENDING:
             self._full.set()
@@ -473,6 +477,7 @@ class Committer:
         callbacks, self._callbacks = self._callbacks, []
         records, self._state.journal = self._state.journal, []
         started = time.perf_counter()
+        self._quiet.clear()
         try:
             await self._write(records, snapshot=snapshot)
         except OSError as exc:
@@ -489,6 +494,8 @@ class Committer:
             self._on_write(time.perf_counter() - started)
         for cb in callbacks:
             cb()
+        if not self._callbacks:
+            self._quiet.set()
         return True
 
     async def _write(self, records: list[dict[str, Any]], *, snapshot: bool) -> None:
@@ -532,7 +539,7 @@ class Committer:
 
     async def _background_snapshot(self) -> None:
         try:
-            await self._snapshot()
+            await self._snapshot(background=True)
         except OSError as exc:
             self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
             self._snapshot_failed(exc)
@@ -552,9 +559,10 @@ class Committer:
             return  # the previous generation still holds records some files lack: keep it
         await asyncio.to_thread(self._with_reserves, self._store.journal.restart)
 
-    async def _snapshot(self) -> None:
+    async def _snapshot(self, *, background: bool = False) -> None:
         # Serialised here, in the loop, one sensor at a time with yields between slices, so no
-        # acknowledgement waits behind the whole snapshot. Each file holds its sensor's
+        # acknowledgement waits behind the whole snapshot; in the background, each slice also
+        # lets a waiting batch be written and acknowledged first. Each file holds its sensor's
         # applied_seq; records applied meanwhile go to the fresh journal, and replay skips those
         # a file already holds.
         dirty, self._state.dirty = self._state.dirty, set()
@@ -568,6 +576,9 @@ class Committer:
                 high = max(high, sensor.applied_seq)
                 if time.perf_counter() >= budget:
                     await asyncio.sleep(0)
+                    if background:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._quiet.wait(), SNAPSHOT_YIELD_S)
                     budget = time.perf_counter() + SNAPSHOT_SLICE_S
             self.space.size_for(sum(len(d) for d in docs.values()))
             # New files need free descriptors and room: the reserves cover a process that has
