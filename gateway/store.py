@@ -5,10 +5,11 @@ appended and fsynced in batches; only then do the callbacks waiting on them run,
 acknowledge the messages to their sources (MQTT manual ack, HTTP 2xx). So `kill -9` at any moment
 loses nothing a source considers delivered, and one fsync covers a whole burst.
 
-Now and then (and at shutdown) the changed sensors are written as snapshots, each atomically
-(temporary file, fsync, rename, fsync of the directory), and the journal starts afresh. At start
-the snapshots are loaded and the journal replayed; each snapshot remembers the last record it
-holds, so a record is never applied twice, even after a crash between the two steps.
+Now and then (and at shutdown) the journal starts afresh and the changed sensors are written as
+snapshots, each atomically (temporary file, fsync, rename, fsync of the directory); the periodic
+ones are written in the background while new batches go to the fresh journal. At start the
+snapshots are loaded and both journal generations replayed; each snapshot remembers the last
+record it holds, so a record is never applied twice, even after a crash at any step.
 
 One generation back is kept: a snapshot replaces `<sensor>.json` only after the old one became
 `<sensor>.json.prev`, and a journal with records becomes `journal.jsonl.prev` when it starts
