@@ -209,7 +209,8 @@ class HttpSection(_Strict):
     tls_key_file: Path | None = None
     # Each connection costs a file descriptor: capped so that nobody who can reach the port
     # starves the journal and the other sinks. Idle connections, and requests whose headers or
-    # body do not arrive in time, are closed.
+    # body do not arrive in time, are closed; when all slots are taken, the one quiet longest
+    # makes room for a newcomer.
     max_connections: int = Field(256, ge=1, le=100_000)
     idle_timeout: float = Field(15.0, gt=0, le=3600)
     body_timeout: float = Field(15.0, gt=0, le=3600)
