@@ -479,7 +479,7 @@ class MqttMetrics:
 
 
 MQTT_EVENTS: Final = ("received", "connected", "disconnected", "connect_failed")
-MQTT_FAULTS: Final = ("failed", "retried", "parked")
+MQTT_FAULTS: Final = ("failed", "retried", "parked", "replayed")
 
 
 def mqtt_metrics(registry: Registry) -> MqttMetrics:
@@ -492,8 +492,9 @@ def mqtt_metrics(registry: Registry) -> MqttMetrics:
         ),
         faults=registry.counter(
             "vs121gw_mqtt_message_faults_total",
-            "MQTT messages whose handling failed (left unacknowledged), retries, and messages "
-            "parked in the state directory after repeated failures.",
+            "MQTT messages whose handling failed (left unacknowledged), retries, messages "
+            "parked in the state directory after repeated failures, and parked messages "
+            "processed at a later start.",
             ("event",),
             allowed={"event": MQTT_FAULTS},
         ),

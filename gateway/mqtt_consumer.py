@@ -10,6 +10,10 @@ nothing to keep, after the journal write otherwise). When handling raises:
   message is parked: written to ``<state_dir>/parked/`` (atomically, with its topic and payload)
   and only then acknowledged. If even parking fails it stays unacknowledged and is retried.
 
+At start, before the first message from the broker, every parked message is tried once more (the
+fault may have been fixed by an upgrade since): one that goes through is deleted once its effect
+is durable, one that fails again stays parked, with one log line.
+
 Faults are logged once per kind and then summarised, so a fault on every message cannot flood
 the log.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import itertools
 import json
 import logging
@@ -39,7 +44,7 @@ RETRY_FIRST_S: Final = 0.2
 RETRY_MAX_S: Final = 10.0
 _PARKED_NAMES: Final = itertools.count(1)
 
-# Hooks: (event) with event in "retried", "parked", "failed".
+# Hooks: (event) with event in "retried", "parked", "failed", "replayed".
 EventHook = Callable[[str], None]
 
 
@@ -69,6 +74,7 @@ class MqttConsumer:
         return len(self._retries)
 
     async def run(self) -> None:
+        await self.replay_parked()
         try:
             while True:
                 msg = await self._source.get()
@@ -80,6 +86,43 @@ class MqttConsumer:
         finally:
             for task in list(self._retries):
                 task.cancel()  # unacknowledged: the broker delivers them again next time
+
+    async def replay_parked(self) -> None:
+        """Try each parked message once more, oldest first (see the module docstring)."""
+        paths = await asyncio.to_thread(_parked_files, self._park_dir)
+        for path in paths:
+            msg = await asyncio.to_thread(self._parked_message, path)
+            if msg is None:
+                continue
+            before = self._progress()
+            try:
+                self._handle(self._source, msg)
+            except Exception as exc:  # still failing: it stays parked
+                if self._progress() == before:
+                    log.error("MQTT: parked message %s still fails (%r); kept", path.name, exc)
+                    continue
+            self._after_durable(functools.partial(_forget_parked, path))
+            self._event("replayed")
+
+    def _parked_message(self, path: Path) -> MqttMessage | None:
+        try:
+            doc = json.loads(path.read_bytes())
+            topic = str(doc["topic"])
+            payload = base64.b64decode(doc["payload_b64"], validate=True)
+            received_at = float(doc["received_at"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("MQTT: parked message %s unreadable (%s); kept", path.name, exc)
+            return None
+        # QoS 0: there is nothing to acknowledge to the broker any more.
+        return MqttMessage(
+            topic=topic,
+            payload=payload,
+            qos=0,
+            retain=False,
+            mid=0,
+            subscription=self._source.subscription_for(topic),
+            received_at=received_at,
+        )
 
     def _attempt(self, msg: MqttMessage) -> Exception | None:
         """Handle once; the fault if the message had no effect and is left unacknowledged."""
@@ -153,6 +196,22 @@ class MqttConsumer:
     def _event(self, name: str) -> None:
         if self._on_event is not None:
             self._on_event(name)
+
+
+def _parked_files(directory: Path) -> list[Path]:
+    try:
+        return sorted(directory.glob("*.json"))  # names start with the time they were parked
+    except OSError:
+        return []
+
+
+def _forget_parked(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError as exc:
+        log.error("MQTT: parked message %s processed, but not removed (%s)", path.name, exc)
+        return
+    log.info("MQTT: parked message %s processed and removed", path.name)
 
 
 def _write_parked(path: Path, data: bytes) -> None:

@@ -469,6 +469,10 @@ class MqttSource:
         )
         self._to_loop(self._enqueue, item)
 
+    def subscription_for(self, topic: str) -> MqttSubscription | None:
+        """The first configured subscription whose filter matches `topic`, if any."""
+        return self._match(topic)
+
     def _match(self, topic: str) -> MqttSubscription | None:
         for sub in self._cfg.subscriptions:
             if mqtt.topic_matches_sub(sub.topic, topic):

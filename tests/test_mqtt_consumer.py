@@ -19,6 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
+from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.mqtt_consumer import MqttConsumer
@@ -178,9 +179,75 @@ async def test_message_failing_by_a_bug_is_parked_then_acknowledged(
     assert doc["topic"] == topic
     assert base64.b64decode(doc["payload_b64"]) == b"poison"
     assert "a bug" in doc["error"]
-    # Parked means acknowledged: on the same session a later message comes, the parked one not.
+    # Parked means acknowledged: on the same session the broker offers a later message, not the
+    # parked one. The next start, with the fault fixed, processes the parked one from its file
+    # (before anything from the broker) and removes the file.
     again = await Link(cfg).connected()
     healthy = Handler(None, 0)
     async with _running(again, _consumer(again, healthy, park)):
+        assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"poison"
         await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"marker")
         assert await asyncio.wait_for(healthy.handled.get(), TIMEOUT) == b"marker"
+        assert healthy.handled.empty()
+    assert list(park.glob("*.json")) == []
+
+
+@pytest.mark.asyncio
+async def test_parked_message_failing_again_at_start_stays_parked(
+    mqtt_broker: MosquittoBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg, topic = _fresh_section(mqtt_broker.port)
+    park = tmp_path / "parked"
+    source = await Link(cfg).connected()
+    parked_event = asyncio.Event()
+    buggy = Handler(ValueError("a bug"), failures=10**6)
+    async with _running(source, _consumer(source, buggy, park, parked_event)):
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"poison")
+        await asyncio.wait_for(parked_event.wait(), TIMEOUT)
+    (parked,) = park.glob("*.json")
+    (park / "0-torn.json").write_text('{"topic": ')  # a damaged file is skipped, not fatal
+    # Still buggy at the next start: tried once, kept, and the broker's messages still flow.
+    again = await Link(cfg).connected()
+    still = Handler(ValueError("a bug"), failures=1)
+    async with _running(again, _consumer(again, still, park)):
+        await asyncio.to_thread(_publish, mqtt_broker.port, topic, b"next")
+        assert await asyncio.wait_for(still.handled.get(), TIMEOUT) == b"next"
+    assert still.calls == 2
+    assert parked.exists()
+    assert f"parked message {parked.name} still fails" in caplog.text
+    assert "parked message 0-torn.json unreadable" in caplog.text
+
+
+def test_daemon_processes_a_parked_message_at_start(
+    mqtt_broker: MosquittoBroker, tmp_path: Path
+) -> None:
+    """The whole path: a file as parking writes it, the real daemon, its real ingest."""
+    report = (Path(__file__).parent / "data" / "vs121p" / "line_interval.json").read_bytes()
+    park = tmp_path / "state" / "parked"
+    park.mkdir(parents=True)
+    doc = {
+        "topic": "vs121p/foyer",
+        "payload_b64": base64.b64encode(report).decode(),
+        "received_at": 1_700_000_000.0,
+        "error": "ValueError('a bug fixed since')",
+    }
+    (park / "1700000000000-1-1.json").write_text(json.dumps(doc))
+    port = new_http_port()
+    cfg = gateway_config(
+        tmp_path / "state",
+        mqtt_port=mqtt_broker.port,
+        http_port=port,
+        subscriptions=ALL_SUBSCRIPTIONS,
+    )
+    daemon = Daemon(tmp_path, cfg, http_port=port)
+    daemon.start()
+    try:
+        daemon.wait_until(
+            lambda: daemon.metric("vs121gw_mqtt_message_faults_total", event="replayed") == 1,
+            what="parked message replayed",
+        )
+        assert daemon.values("foyer")["gateway_total_in"] == json.loads(report)["in_counted"]
+        daemon.wait_until(lambda: not list(park.glob("*.json")), what="parked file removed")
+        assert "parked message 1700000000000-1-1.json processed and removed" in daemon.log_text()
+    finally:
+        daemon.stop()
