@@ -167,6 +167,35 @@ async def test_event_states_survive_a_restart_without_repeating(tmp_path: Path, 
         await rig.stop()
 
 
+@pytest.mark.parametrize("state", ["disable-initiation", "disable"])
+async def test_alarms_while_communication_was_off_are_reported_when_it_is_back(
+    rig: Rig, bms: Peer, state: str
+) -> None:
+    events = rig.server.events
+    assert events is not None
+    await bms.call("dcc", address=rig.address, state=state)
+    rig.publish({"rule_1_alarm": 1})
+    rig.publish({"rule_1_alarm": 0})
+    rig.publish({"rule_1_alarm": 1})
+    assert events.transitions == 3
+    assert events.sent == 0  # nothing may leave while disabled
+    await bms.call("dcc", address=rig.address, state="enable")
+    # The latest transition of each kind, in the order they happened: the BMS ends offnormal.
+    first = await bms.next_event(notification)
+    second = await bms.next_event(notification)
+    assert (first["from"], first["to"]) == ("offnormal", "normal")
+    assert (second["from"], second["to"]) == ("normal", "offnormal")
+    assert second["ack_required"] == 1
+    assert events.sent == 2
+    # The held alarm carries its own time, so it can be acknowledged as usual.
+    info = await bms.call("eventinfo", address=rig.address)
+    assert info["events"][0]["stamps"][0] == second["stamp"]
+    await bms.call(
+        "ackalarm", address=rig.address, object=ALARM, state="offnormal", stamp=second["stamp"]
+    )
+    assert await read(bms, rig, ALARM, "ackedTransitions") == [1, 1, 1]
+
+
 async def test_notification_class_object(rig: Rig, bms: Peer) -> None:
     objects = await read(bms, rig, rig.device, "objectList")
     assert NC in objects

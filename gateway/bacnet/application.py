@@ -561,11 +561,15 @@ class GatewayApplication(AlarmServices, Application):  # type: ignore[misc]  # u
             self._dcc_timer.cancel()
             self._dcc_timer = None
         self.asap.communication = state
-        # COV subscribers get what changed while they could not be told.
+        # COV subscribers and event recipients get what changed while they could not be told.
         if state == "enable":
             self.cov.resume()
+            if self.events is not None:
+                self.events.resume()
         else:
             self.cov.suspend()
+            if self.events is not None:
+                self.events.suspend()
 
     @property
     def communication(self) -> str:

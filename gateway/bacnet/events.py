@@ -10,7 +10,10 @@ AcknowledgeAlarm sets the bit again and tells the recipients (an ack notificatio
 
 The event states are written atomically to the state directory at each transition and
 acknowledgement, so a restart neither repeats an alarm the BMS already has nor loses one it has
-not acknowledged. A transition that happened while the gateway was down is reported at start.
+not acknowledged. A transition that happened while the gateway was down is reported at start,
+and one that happened while DeviceCommunicationControl kept the device from initiating services
+is reported when communication is enabled again (the latest of each kind per object, in the order
+they happened), so a BMS alarm list never misses an alarm it was not allowed to hear.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +107,9 @@ class EventManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writing: asyncio.Task[None] | None = None
         self._dirty = False
+        # While communication is disabled: notifications held, latest per (object, kind), in
+        # the order they happened.
+        self._held: dict[tuple[Any, bool, int], _Held] | None = None
         self.sent = 0
         self.failed = 0
         self.transitions = 0
@@ -203,9 +210,28 @@ class EventManager:
 
     # -- notifications --------------------------------------------------------------------------
 
+    def suspend(self) -> None:
+        """Communication disabled: hold notifications instead of sending them."""
+        if self._held is None:
+            self._held = {}
+
+    def resume(self) -> None:
+        """Communication enabled again: send what was held."""
+        held, self._held = self._held, None
+        for h in (held or {}).values():
+            log.info(
+                "BACnet event: %s %s held while communication was off; sent now", _oid(h.obj), h.new
+            )
+            self._notify(h.obj, h.slot, old=h.old, new=h.new, stamp=h.stamp, ack=h.ack)
+
     def _notify(
         self, obj: PointObject, slot: int, *, old: str | None, new: str, stamp: float, ack: bool
     ) -> None:
+        if self._held is not None:
+            key = (obj.identifier, ack, slot)
+            self._held.pop(key, None)  # a repeat moves to the end: the order they happened
+            self._held[key] = _Held(obj, slot, old, new, stamp, ack)
+            return
         local = time.localtime(self._clock())
         now = (local.tm_hour, local.tm_min, local.tm_sec, 0)
         for target in self.routing.recipients:
@@ -343,6 +369,16 @@ _ACK_SLOT = {
     "fault": TO_FAULT,
     "normal": TO_NORMAL,
 }
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    obj: PointObject
+    slot: int
+    old: str | None
+    new: str
+    stamp: float
+    ack: bool
 
 
 def _event_values(obj: PointObject) -> Any:
