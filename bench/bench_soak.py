@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import signal
 import socket
 import sys
 import tempfile
@@ -475,4 +476,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # Stopped early (SIGTERM as well as Ctrl-C): the gateway and the broker are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
