@@ -422,7 +422,11 @@ class Committer:
         self._failing_since = 0.0
         self._snapshot_retry_at = 0.0
         self._background: asyncio.Task[None] | None = None  # snapshot files being written
-        self._incomplete = False  # the last snapshot did not write all its files
+        # The last snapshot did not write all its files, so the previous journal generation
+        # holds records that only it has. Also true at start: a crash between a fresh journal
+        # and the files leaves such records, and the replay cannot tell; the first snapshot
+        # (of every sensor the replay touched) must be complete before a generation is dropped.
+        self._incomplete = True
         self._snapshot_failing: str | None = None
         self._quiet = asyncio.Event()  # no batch is waiting or being written
         self._quiet.set()
@@ -547,6 +551,10 @@ class Committer:
         except Exception:  # a fault of ours: the journal still holds everything
             self._snapshot_retry_at = time.monotonic() + SNAPSHOT_RETRY_S
             log.exception("snapshot failed; the journal keeps every record")
+
+    async def settled(self) -> None:
+        """Wait until no snapshot is being written."""
+        await self._settle()
 
     async def _settle(self) -> None:
         """Wait for a background snapshot to finish (it never raises)."""

@@ -125,8 +125,14 @@ async def test_failed_snapshot_keeps_the_journal_generation_its_files_lack(tmp_p
     directory = tmp_path / "state"
     state = new_state()
     store = open_store(directory)
-    store.fail_after = 1  # s1's file is written, s2's is not
     committer = Committer(state, store, snapshot_interval=0.0)
+    # A complete snapshot first (a start's first one never drops a generation).
+    store.gate.set()
+    crossing(state, "s1", 0, 0)
+    assert await committer.flush(snapshot=True)
+    store.gate.clear()
+    store.entered.clear()
+    store.fail_after = 1  # s1's file is written, s2's is not
     runner = asyncio.create_task(committer.run())
     try:
         crossing(state, "s1", 1, 3)
@@ -181,3 +187,58 @@ async def test_shutdown_waits_for_a_snapshot_in_progress(tmp_path: Path) -> None
     assert [r for r in store.journal.records() if "mark" not in r] == []
     assert store.journal.records() == [{"mark": 2}]
     assert restarted_totals(directory, tmp_path) == {"s1": 5, "s2": 0}
+
+
+@pytest.mark.asyncio
+async def test_snapshots_cut_short_at_two_starts_in_a_row_lose_nothing(tmp_path: Path) -> None:
+    """kill -9 after a snapshot started a fresh journal but before its files were written, then
+    the same again in the next process: the records only the previous generation holds must
+    survive the second process's snapshot."""
+    first = tmp_path / "first"
+    state = new_state()
+    store = open_store(first)
+    store.gate.set()
+    committer = Committer(state, store, snapshot_interval=0.0)
+    runner = asyncio.create_task(committer.run())
+    crossing(state, "s1", 1, 3)
+    await committer.durable()
+    await until(store.entered)
+    await committer.settled()  # a complete snapshot: s1's file holds 3
+    store.gate.clear()
+    store.entered.clear()
+    crossing(state, "s1", 2, 4)
+    crossing(state, "s2", 2, 5)
+    await committer.durable()
+    await until(store.entered)  # fresh journal started; files held at the gate
+    crashed = tmp_path / "crashed"
+    shutil.copytree(first, crashed)  # what kill -9 leaves now
+    store.gate.set()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    await committer.close()
+    store.journal.close()
+
+    # The next process: it replays both generations, takes a report, and is killed the same way.
+    state = new_state()
+    store = GatedStore(crashed)
+    store.prepare()
+    store.load_into(state)
+    store.journal.open()
+    assert {sid: int(state.current(sid).get("gateway_total_in", 0)) for sid in SENSORS} == {
+        "s1": 7,
+        "s2": 5,
+    }
+    committer = Committer(state, store, snapshot_interval=0.0)
+    runner = asyncio.create_task(committer.run())
+    crossing(state, "s2", 3, 1)
+    await committer.durable()
+    await until(store.entered)
+    assert restarted_totals(crashed, tmp_path) == {"s1": 7, "s2": 6}
+    store.gate.set()
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    await committer.close()
+    store.journal.close()
+    assert restarted_totals(crashed, tmp_path) == {"s1": 7, "s2": 6}

@@ -1,15 +1,18 @@
 """kill -9 while snapshot files are being written: nothing acknowledged is lost or doubled.
 
 Real daemon with a snapshot every second, real mosquitto with persistence, forty sensors
-reporting line crossings at QoS 1. Each kill waits until a snapshot's temporary file is seen in
-the state directory, so it lands inside the write of the snapshot files (while the fresh journal
-takes the batches acknowledged meanwhile), not merely near it.
+reporting line crossings at QoS 1. Each kill follows the kernel's report (inotify) that a
+snapshot's temporary file was created, so it lands inside the write of the snapshot files (while
+the fresh journal takes the batches acknowledged meanwhile), not merely near it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
+import select
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -98,22 +101,51 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
-def snapshot_file_in_flight(sensors: Path) -> bool:
-    try:
-        return any(e.name.endswith(".tmp") for e in os.scandir(sensors))
-    except FileNotFoundError:
-        return False
+class DirectoryWatch:
+    """Files created in a directory, as the kernel reports them (inotify, through libc)."""
+
+    IN_CREATE = 0x100
+    _EVENT = struct.Struct("iIII")
+
+    def __init__(self, directory: Path) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self._libc.inotify_init1(os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        if self._libc.inotify_add_watch(self.fd, str(directory).encode(), self.IN_CREATE) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch {directory}")
+
+    def created(self, timeout: float) -> list[str]:
+        """Names created since the last call, waiting up to `timeout` for the first."""
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return []
+        data = os.read(self.fd, 65536)
+        names = []
+        while data:
+            _wd, _mask, _cookie, size = self._EVENT.unpack_from(data)
+            end = self._EVENT.size + size
+            names.append(data[self._EVENT.size : end].rstrip(b"\0").decode())
+            data = data[end:]
+        return names
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
-def wait_for_snapshot_write(sensors: Path, stream: Stream, timeout: float = 30) -> bool:
-    """Keep reports flowing until a snapshot file is seen being written; True if seen."""
+def wait_for_snapshot_write(
+    watch: DirectoryWatch, stream: Stream, files: int, timeout: float = 60
+) -> bool:
+    """Keep reports flowing until the `files`-th snapshot file since the start is being
+    written (so the kill lands in a start's first snapshot or a later one, which drops the
+    previous journal generation); True if it was."""
     deadline = time.monotonic() + timeout
+    seen = 0
     while time.monotonic() < deadline:
         stream.publish(4)
-        for _ in range(200):  # polled for about 20 ms between bursts
-            if snapshot_file_in_flight(sensors):
-                return True
-            time.sleep(0.0001)
+        seen += sum(name.endswith(".tmp") for name in watch.created(0.02))
+        if seen >= files:
+            return True
     return False
 
 
@@ -137,15 +169,16 @@ def test_kill_9_inside_snapshot_writes_loses_and_doubles_nothing(
         sensors=sensors_toml(),
     ).replace('log_level = "info"\n', 'log_level = "info"\nsnapshot_interval = 1\n')
     daemon = Daemon(tmp_path, cfg, http_port=port)
-    sensors = tmp_path / "state" / "sensors"
     daemon.start()
+    watch = DirectoryWatch(tmp_path / "state" / "sensors")
     daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
     stream = Stream(broker.port)
+    rng = random.Random(3)
     hits = 0
     try:
         stream.wait_accepted(stream.publish(200))
         for _ in range(KILLS):
-            hits += wait_for_snapshot_write(sensors, stream)
+            hits += wait_for_snapshot_write(watch, stream, files=rng.randint(1, 3 * SENSORS))
             daemon.kill()
             daemon.start()
             daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
@@ -156,6 +189,7 @@ def test_kill_9_inside_snapshot_writes_loses_and_doubles_nothing(
         daemon.start()
         assert totals(daemon) == expected
     finally:
+        watch.close()
         stream.close()
         if daemon.running():
             daemon.stop()
