@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -112,6 +112,18 @@ def health(daemon: Daemon) -> str:
         return read().decode() if read is not None else str(exc)
 
 
+def refused_push(daemon: Daemon) -> bytes:
+    """POST a VS121-P report over HTTP, which must be answered 503; the answer's body."""
+    line = json.loads((DATA / "line_interval.json").read_text())
+    post = urllib.request.Request(
+        f"http://127.0.0.1:{daemon.http_port}/vs121p", data=json.dumps(line).encode()
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(post, timeout=10)
+    assert refused.value.code == 503
+    return refused.value.read()
+
+
 def test_journal_filling_the_volume_does_not_stop_acknowledgements(
     tmp_path: Path, volume: Path, mqtt_broker: MosquittoBroker
 ) -> None:
@@ -166,23 +178,20 @@ def test_full_volume_is_reported_once_and_recovered(
         status = daemon.wait_notify_prefix("STATUS=degraded", 10)
         assert "No space left on device" in status
         # An HTTP push is not acknowledged either: 503 with the reason, not a hang or a 200.
-        line = json.loads((DATA / "line_interval.json").read_text())
-        post = urllib.request.Request(
-            f"http://127.0.0.1:{daemon.http_port}/vs121p", data=json.dumps(line).encode()
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(post, timeout=10)
-        assert refused.value.code == 503
-        assert b"No space left on device" in refused.value.read()
-        time.sleep(3)  # the committer retries every second: three retries' worth of log
-        log = daemon.log_text()
-        assert log.count("cannot write state") == 1
+        # Each is held for ack_timeout (1 s) while the committer retries (every second): after
+        # four, the failure is still reported once, not once per retry.
+        for _ in range(4):
+            assert b"No space left on device" in refused_push(daemon)
+        assert daemon.log_text().count("cannot write state") == 1
         filler.unlink()
         daemon.wait_until(
             lambda: daemon.metric("vs121gw_state_write_failing") == 0, what="recovered"
         )
         assert health(daemon).startswith("ok")
-        assert "state written again" in daemon.log_text()
+        # The retries did happen while it failed: the recovery line counts them.
+        recovery = re.search(r"state written again after (\d+) failed attempts", daemon.log_text())
+        assert recovery is not None
+        assert int(recovery[1]) >= 3
         # Full again at shutdown: the final snapshot fails and the log says so.
         (volume / "state" / RESERVE).unlink(missing_ok=True)
         fill(filler)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.wait import TextFile, wait_until
 
 from gateway.settings import ModbusRtuSection, ModbusSection, ModbusTcpSection
 from gateway.state import GatewayState, Report
@@ -65,20 +66,26 @@ class SocatPair:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"socat exited: {self._log.read_text(errors='replace')}")
-            # socat logs "starting data transfer loop" once both ptys exist and are linked.
-            if (
-                self.slave_path.exists()
-                and self.master_path.exists()
-                and "starting data transfer loop" in self._log.read_text(errors="replace")
-            ):
-                return
-            time.sleep(0.01)  # poll interval, bounded by the deadline
-        self.stop()
-        raise RuntimeError("socat did not create the pty links in time")
+        process, log_file = self._process, TextFile(self._log)
+        # socat logs "starting data transfer loop" once both ptys exist and are linked.
+        try:
+            wait_until(
+                lambda: (
+                    process.poll() is not None
+                    or (
+                        self.slave_path.exists()
+                        and self.master_path.exists()
+                        and "starting data transfer loop" in log_file.text()
+                    )
+                ),
+                STARTUP_TIMEOUT_S,
+                "socat to create the pty links",
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        if process.poll() is not None:
+            raise RuntimeError(f"socat exited: {log_file.text()}")
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import serial
+from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from test_modbus_helpers import (
@@ -41,18 +42,7 @@ from gateway.modbus.serial_port import frame_gap
 from gateway.state import GatewayState
 
 LOBBY_BASE = LOBBY.number * 200
-DEADLINE_S = 10.0
-
-
-async def wait_until(
-    condition: Callable[[], bool], what: str, within_s: float = DEADLINE_S
-) -> None:
-    """Poll a condition with a deadline (state changes here have no event to await)."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+DEADLINE_S = 10.0  # bound on every wait for the slave's state
 
 
 class RawMaster:
@@ -149,7 +139,9 @@ async def rtu_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             pair.stop()
             raise
         if start_socat:
-            await wait_until(lambda: server.rtu_port_open, "the slave to open its port")
+            await async_wait_until(
+                lambda: server.rtu_port_open, DEADLINE_S, "the slave to open its port"
+            )
         return rig
 
     yield make
@@ -422,7 +414,8 @@ async def test_a_silent_or_failing_other_slave_does_not_hide_our_request(
         # A reply cut short by a dead adapter: the line goes quiet, then the master asks us.
         master.send(read_request(2, 3, 0, 10))
         master.send(reply_hiding(RESET_LOBBY)[:16])
-        await asyncio.sleep(0.2)  # longer than the noise timeout: the line is quiet
+        with pytest.raises(TimeoutError):  # longer than the noise timeout: the line is quiet
+            await master.receive(1, within_s=0.2)  # and we said nothing on it
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
     finally:
@@ -440,9 +433,11 @@ async def test_port_vanishing_and_returning_is_survived(
     rig = await rtu_factory()
     caplog.set_level(logging.DEBUG, logger="gateway.modbus")
     rig.pair.stop()  # the adapter is unplugged: both pty ends vanish
-    await wait_until(lambda: not rig.server.rtu_port_open, "the slave to notice the loss")
+    await async_wait_until(
+        lambda: not rig.server.rtu_port_open, DEADLINE_S, "the slave to notice the loss"
+    )
     # While it is gone the slave retries quietly (DEBUG), after one warning.
-    await wait_until(
+    await async_wait_until(
         lambda: (
             sum(
                 "cannot open" in r.getMessage() or "could not open" in r.getMessage()
@@ -450,10 +445,13 @@ async def test_port_vanishing_and_returning_is_survived(
             )
             >= 2
         ),
+        DEADLINE_S,
         "a few reopen attempts",
     )
     rig.pair.start()
-    await wait_until(lambda: rig.server.rtu_port_open, "the slave to reopen the port")
+    await async_wait_until(
+        lambda: rig.server.rtu_port_open, DEADLINE_S, "the slave to reopen the port"
+    )
     result = await mbpoll(*mbpoll_rtu(), "-t", "3", "-r", "0", "-c", "7", rig.master_path)
     assert result.returncode == 0, result.output
     assert result.values[0] == 42
@@ -477,7 +475,7 @@ async def test_missing_port_at_start_is_waited_for(
     assert not rig.server.rtu_port_open
     assert any("waiting for the port" in r.getMessage() for r in caplog.records)
     rig.pair.start()
-    await wait_until(lambda: rig.server.rtu_port_open, "the port to appear")
+    await async_wait_until(lambda: rig.server.rtu_port_open, DEADLINE_S, "the port to appear")
     result = await mbpoll(*mbpoll_rtu(), "-t", "4", "-r", "0", rig.master_path)
     assert result.values == {0: 42}, result.output
 
@@ -498,8 +496,9 @@ async def test_a_port_that_is_no_serial_port_is_warned_about_once(
     )
     await server.start()
     try:
-        await wait_until(
+        await async_wait_until(
             lambda: sum(r.levelno == logging.DEBUG for r in caplog.records) >= 3,
+            DEADLINE_S,
             "a few retries",
         )
         assert not server.rtu_port_open

@@ -18,6 +18,7 @@ from bacnet_peer.harness import Peer, free_udp_port
 from helpers.broker import MosquittoBroker, free_port
 from helpers.daemon import Daemon, new_http_port
 from helpers.publisher import Publisher
+from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusTcpClient
 from test_relay_drivers import RelayModule
 
@@ -152,16 +153,9 @@ class Rig:
         return values
 
     async def until(self, what: str, check: Callable[[], Awaitable[bool]]) -> None:
-        """Wait, with a deadline, until `check` holds."""
-        try:
-            async with asyncio.timeout(WITHIN_S):
-                # Another process's HTTP API and a module's coil: nothing to await but time.
-                while not await check():  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)  # poll interval of a bounded wait
-        except TimeoutError:
-            raise AssertionError(
-                f"timed out waiting for {what}:\n{self.daemon.log_tail()}"
-            ) from None
+        """Wait, with a deadline, until `check` holds (another process's HTTP API and a
+        module's coil: nothing to await but time)."""
+        await async_wait_until(check, WITHIN_S, what, detail=self.daemon.log_tail)
 
     async def coil_is(self, level: bool) -> None:
         async def check() -> bool:

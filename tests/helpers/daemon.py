@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.broker import free_port
+from helpers.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,35 +143,27 @@ class Daemon:
         self.wait_notify("READY=1", timeout)
 
     def wait_notify(self, field: str, timeout: float) -> None:
-        assert self._notify is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {field} from the gateway; log:\n{self.log_tail()}")
-            self._notify.settimeout(left)
-            try:
-                data = self._notify.recv(4096).decode()
-            except TimeoutError:
-                continue
-            if field in data.split("\n"):
-                return
+        self._notification(lambda line: line == field, field, timeout)
 
     def wait_notify_prefix(self, prefix: str, timeout: float) -> str:
         """The first notification field starting with `prefix` (e.g. "STATUS=degraded")."""
+        return self._notification(lambda line: line.startswith(prefix), prefix, timeout)
+
+    def _notification(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
+        """The first field of an sd_notify datagram that `match`es (blocks in recv)."""
         assert self._notify is not None
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no {prefix} from the gateway; log:\n{self.log_tail()}")
+                raise TimeoutError(f"no {what} from the gateway; log:\n{self.log_tail()}")
             self._notify.settimeout(left)
             try:
                 data = self._notify.recv(4096).decode()
             except TimeoutError:
                 continue
             for line in data.split("\n"):
-                if line.startswith(prefix):
+                if match(line):
                     return line
 
     @property
@@ -247,18 +240,18 @@ class Daemon:
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
     ) -> None:
-        """Poll the daemon's observable state until `predicate` holds (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll the daemon's observable state until `predicate` holds (bounded); a predicate
+        that cannot read it yet (connection refused, key missing) counts as not holding."""
+
+        def holds() -> bool:
             if not self.running():
                 raise AssertionError(f"gateway exited while waiting for {what}:\n{self.log_tail()}")
             try:
-                if predicate():
-                    return
+                return predicate()
             except (OSError, KeyError):
-                pass
-            time.sleep(0.05)  # poll interval of a bounded wait on observable state
-        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log_tail()}")
+                return False
+
+        wait_until(holds, timeout, what, detail=self.log_tail)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
