@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from helpers.broker import free_port
-from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from test_modbus_helpers import (
     GATEWAY_VALUES,
@@ -28,7 +27,7 @@ from test_modbus_helpers import (
     mbpoll_rtu,
     modbus_config,
 )
-from test_modbus_rtu import DEADLINE_S, RawMaster, read_request
+from test_modbus_rtu import RawMaster, read_request, wait_until
 from test_modbus_tcp import raw_request
 
 from gateway.cli import main
@@ -168,9 +167,7 @@ async def test_rtu_unit_per_sensor_answers_its_units_and_nobody_else(tmp_path: P
     server = ModbusServer(cfg, all_points(), state, FakeCommands(), reopen_backoff=(0.05, 0.2))
     await server.start()
     try:
-        await async_wait_until(
-            lambda: server.rtu_port_open, DEADLINE_S, "the slave to open its port"
-        )
+        await wait_until(lambda: server.rtu_port_open, "the slave to open its port")
         master = RawMaster(pair.master_path)
         try:
             for unit in (2, 0, 5, 247):  # no such sensor, broadcast, unknown: silence

@@ -42,7 +42,14 @@ from gateway.modbus.serial_port import frame_gap
 from gateway.state import GatewayState
 
 LOBBY_BASE = LOBBY.number * 200
-DEADLINE_S = 10.0  # bound on every wait for the slave's state
+DEADLINE_S = 10.0
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str, within_s: float = DEADLINE_S
+) -> None:
+    """A bounded wait on the slave's state (state changes here have no event to await)."""
+    await async_wait_until(condition, within_s, what)
 
 
 class RawMaster:
@@ -139,9 +146,7 @@ async def rtu_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             pair.stop()
             raise
         if start_socat:
-            await async_wait_until(
-                lambda: server.rtu_port_open, DEADLINE_S, "the slave to open its port"
-            )
+            await wait_until(lambda: server.rtu_port_open, "the slave to open its port")
         return rig
 
     yield make
@@ -433,11 +438,9 @@ async def test_port_vanishing_and_returning_is_survived(
     rig = await rtu_factory()
     caplog.set_level(logging.DEBUG, logger="gateway.modbus")
     rig.pair.stop()  # the adapter is unplugged: both pty ends vanish
-    await async_wait_until(
-        lambda: not rig.server.rtu_port_open, DEADLINE_S, "the slave to notice the loss"
-    )
+    await wait_until(lambda: not rig.server.rtu_port_open, "the slave to notice the loss")
     # While it is gone the slave retries quietly (DEBUG), after one warning.
-    await async_wait_until(
+    await wait_until(
         lambda: (
             sum(
                 "cannot open" in r.getMessage() or "could not open" in r.getMessage()
@@ -445,13 +448,10 @@ async def test_port_vanishing_and_returning_is_survived(
             )
             >= 2
         ),
-        DEADLINE_S,
         "a few reopen attempts",
     )
     rig.pair.start()
-    await async_wait_until(
-        lambda: rig.server.rtu_port_open, DEADLINE_S, "the slave to reopen the port"
-    )
+    await wait_until(lambda: rig.server.rtu_port_open, "the slave to reopen the port")
     result = await mbpoll(*mbpoll_rtu(), "-t", "3", "-r", "0", "-c", "7", rig.master_path)
     assert result.returncode == 0, result.output
     assert result.values[0] == 42
@@ -475,7 +475,7 @@ async def test_missing_port_at_start_is_waited_for(
     assert not rig.server.rtu_port_open
     assert any("waiting for the port" in r.getMessage() for r in caplog.records)
     rig.pair.start()
-    await async_wait_until(lambda: rig.server.rtu_port_open, DEADLINE_S, "the port to appear")
+    await wait_until(lambda: rig.server.rtu_port_open, "the port to appear")
     result = await mbpoll(*mbpoll_rtu(), "-t", "4", "-r", "0", rig.master_path)
     assert result.values == {0: 42}, result.output
 
@@ -496,9 +496,8 @@ async def test_a_port_that_is_no_serial_port_is_warned_about_once(
     )
     await server.start()
     try:
-        await async_wait_until(
+        await wait_until(
             lambda: sum(r.levelno == logging.DEBUG for r in caplog.records) >= 3,
-            DEADLINE_S,
             "a few retries",
         )
         assert not server.rtu_port_open
