@@ -340,7 +340,7 @@ def test_boundary_example_holds_across_kill_9(tmp_path: Path, mqtt_broker: Mosqu
         rig.settled()
         daemon.kill()
         daemon.start()
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        daemon.wait_mqtt()
         assert rig.totals() == (2, 0)
         rig.uplink(t0 + 10, trigger(1, 0))
         rig.uplink(t0 + 60, periodic(0, 0))  # after B (one publisher, in order): a marker

@@ -123,7 +123,7 @@ async def test_device_facts_read_as_text_over_bacnet(rig: tuple[Daemon, Broker, 
     # The facts are kept: after a restart the texts are there before any new uplink.
     assert daemon.stop() == 0
     daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="restart")
+    daemon.wait_mqtt()
     peer = await Peer.start("client.py")
     try:
         assert await read(peer, target, SERIAL) == "6600b0940976"

@@ -100,7 +100,7 @@ def started(tmp_path: Path, text_for: Any) -> Daemon:
     port = new_http_port()
     daemon = Daemon(tmp_path, text_for(port), http_port=port)
     daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    daemon.wait_mqtt()
     return daemon
 
 
@@ -483,7 +483,7 @@ def test_milesight_ack_timeout_and_restart(tmp_path: Path, mqtt_broker: Mosquitt
 
         # A restart keeps the command waiting and never publishes it again.
         daemon.start()
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        daemon.wait_mqtt()
         assert state_of(daemon, second["id"]) in ("queued", "timed_out")
         daemon.wait_until(
             lambda: state_of(daemon, second["id"]) == "timed_out", timeout=15, what="timeout"

@@ -16,12 +16,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from helpers.daemon import Daemon, start_daemon
+from helpers.publisher import Publisher
 from helpers.wait import TextFile, wait_closed_by_peer
-from paho.mqtt.enums import CallbackAPIVersion
 
 DATA = Path(__file__).parent / "data" / "vs121p"
 
@@ -44,30 +43,15 @@ def _open_fds(pid: int) -> int:
 
 
 def _publish(port: int, topic: str, body: bytes) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fd-publisher")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    publisher = Publisher(port, "fd-publisher")
     try:
-        client.publish(topic, body, qos=1).wait_for_publish(10)
+        publisher.publish(topic, body)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        publisher.close()
 
 
 def _start(tmp_path: Path, broker: MosquittoBroker | None, extra: str = "") -> Daemon:
-    port = new_http_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=None if broker is None else broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-        extra=extra,
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start()
-    if broker is not None:
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-    return daemon
+    return start_daemon(tmp_path, broker_port=None if broker is None else broker.port, extra=extra)
 
 
 @pytest.fixture

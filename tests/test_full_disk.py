@@ -11,20 +11,19 @@ import json
 import os
 import re
 import subprocess
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.daemon import Daemon, start_daemon
+from helpers.publisher import Publisher
 
 DATA = Path(__file__).parent / "data" / "vs121p"
 RESERVE = "space-reserve"
+ACK_WITHIN_1S = "ack_timeout = 1.0\n"
 
 
 @pytest.fixture
@@ -62,14 +61,9 @@ def fill(path: Path, leave: int = 0) -> None:
         os.close(fd)
 
 
-class Publisher:
+class Reports(Publisher):
     def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"disk-pub-{port}")
-        connected = threading.Event()
-        self.client.on_connect = lambda *_a, **_k: connected.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(10)
+        super().__init__(port, f"disk-pub-{port}")
         self.template = json.loads((DATA / "region_interval_counts.json").read_text())
 
     def report(self, n: int, total: int = 1) -> None:
@@ -78,26 +72,11 @@ class Publisher:
         end = f"2022/11/{1 + day:02d} {minute // 60:02d}:{minute % 60:02d}:52"
         times = dict(self.template["time_info"], end_time=end)
         doc = dict(self.template, current_total=total, time_info=times)
-        self.client.publish("vs121p/foyer", json.dumps(doc).encode(), qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publish_json("vs121p/foyer", doc)
 
 
 def _daemon(tmp_path: Path, state: Path, broker: MosquittoBroker) -> Daemon:
-    port = new_http_port()
-    cfg = gateway_config(
-        state,
-        mqtt_port=broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-        extra="ack_timeout = 1.0\n",
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-    return daemon
+    return start_daemon(tmp_path, broker_port=broker.port, state_dir=state, extra=ACK_WITHIN_1S)
 
 
 def accepted(daemon: Daemon) -> float:
@@ -128,7 +107,7 @@ def test_journal_filling_the_volume_does_not_stop_acknowledgements(
     tmp_path: Path, volume: Path, mqtt_broker: MosquittoBroker
 ) -> None:
     daemon = _daemon(tmp_path, volume / "state", mqtt_broker)
-    pub = Publisher(mqtt_broker.port)
+    pub = Reports(mqtt_broker.port)
     try:
         assert (volume / "state" / RESERVE).exists()
         assert "state volume:" in daemon.log_text()
@@ -150,8 +129,8 @@ def test_journal_filling_the_volume_does_not_stop_acknowledgements(
     again = Daemon(tmp_path, daemon.config.read_text(), http_port=daemon.http_port)
     again.start()
     try:
-        again.wait_until(lambda: again.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-        pub = Publisher(mqtt_broker.port)
+        again.wait_mqtt()
+        pub = Reports(mqtt_broker.port)
         pub.report(10_000)  # a marker behind anything the broker might still hold
         again.wait_until(lambda: accepted(again) >= 1, what="marker")
         pub.close()
@@ -165,7 +144,7 @@ def test_full_volume_is_reported_once_and_recovered(
     tmp_path: Path, volume: Path, mqtt_broker: MosquittoBroker
 ) -> None:
     daemon = _daemon(tmp_path, volume / "state", mqtt_broker)
-    pub = Publisher(mqtt_broker.port)
+    pub = Reports(mqtt_broker.port)
     filler = volume / "filler"
     try:
         (volume / "state" / RESERVE).unlink()  # someone else already took the reserve's room

@@ -78,12 +78,23 @@ def gateway_config(
     )
 
 
-ALL_SUBSCRIPTIONS = """
+CHIRPSTACK_SUBSCRIPTION = """
 [[mqtt.subscriptions]]
 name = "chirpstack"
 topic = "application/+/device/+/event/up"
 envelope = "chirpstack"
+"""
 
+VS121P_SUBSCRIPTION = """
+[[mqtt.subscriptions]]
+name = "vs121p"
+topic = "vs121p/#"
+envelope = "vs121p"
+"""
+
+ALL_SUBSCRIPTIONS = (
+    CHIRPSTACK_SUBSCRIPTION
+    + """
 [[mqtt.subscriptions]]
 name = "tts"
 topic = "v3/+/devices/+/up"
@@ -100,12 +111,9 @@ name = "raw"
 topic = "sensors/+/up"
 envelope = "raw"
 raw_topic_pattern = "sensors/{dev_eui}/up"
-
-[[mqtt.subscriptions]]
-name = "vs121p"
-topic = "vs121p/#"
-envelope = "vs121p"
 """
+    + VS121P_SUBSCRIPTION
+)
 
 
 class Daemon:
@@ -253,6 +261,10 @@ class Daemon:
 
         wait_until(holds, timeout, what, detail=self.log_tail)
 
+    def wait_mqtt(self, timeout: float = 20.0) -> None:
+        """Until the gateway is connected to the broker (and so subscribed)."""
+        self.wait_until(lambda: self.metric("vs121gw_mqtt_connected") == 1, timeout, "MQTT")
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -267,19 +279,35 @@ def new_http_port() -> int:
     return free_port()
 
 
-def start_mqtt_daemon(
-    workdir: Path, broker_port: int, *, extra: str = "", env: dict[str, str] | None = None
+def start_daemon(
+    workdir: Path,
+    *,
+    broker_port: int | None = None,
+    state_dir: Path | None = None,
+    subscriptions: str = ALL_SUBSCRIPTIONS,
+    sensors: str = LORAWAN_SENSORS,
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Daemon:
-    """The gateway subscribed to every network server's topics, started and connected."""
+    """The gateway started from `gateway_config`; with a broker, subscribed and connected."""
     port = new_http_port()
     cfg = gateway_config(
-        workdir / "state",
+        state_dir or workdir / "state",
         mqtt_port=broker_port,
         http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
+        subscriptions=subscriptions,
+        sensors=sensors,
         extra=extra,
     )
     daemon = Daemon(workdir, cfg, http_port=port)
     daemon.start(env=env)
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    if broker_port is not None:
+        daemon.wait_mqtt()
     return daemon
+
+
+def start_mqtt_daemon(
+    workdir: Path, broker_port: int, *, extra: str = "", env: dict[str, str] | None = None
+) -> Daemon:
+    """The gateway subscribed to every network server's topics, started and connected."""
+    return start_daemon(workdir, broker_port=broker_port, extra=extra, env=env)
