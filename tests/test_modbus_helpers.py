@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.process import terminate
 from helpers.wait import TextFile, wait_until
 
 from gateway.settings import ModbusRtuSection, ModbusSection, ModbusTcpSection
@@ -91,12 +91,7 @@ class SocatPair:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        terminate(process)
         # socat removes its links on a clean exit; make sure, so the path really vanishes.
         for path in (self.slave_path, self.master_path):
             path.unlink(missing_ok=True)

@@ -8,13 +8,13 @@ port so tests can cut the broker away under a running client.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from helpers.process import terminate
 from helpers.wait import wait_until
 
 HOST = "127.0.0.1"
@@ -104,13 +104,7 @@ class MosquittoBroker:
     def stop(self) -> None:
         """SIGTERM by PID, wait for the exit, SIGKILL if it does not come."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process)
         if self._log is not None:
             self._log.close()
             self._log = None
