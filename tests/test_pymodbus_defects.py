@@ -133,13 +133,10 @@ async def test_rtu_server_never_reopens_a_lost_port(tmp_path: Path) -> None:
         master.close()
         pair.stop()  # the adapter is unplugged...
         pair.start()  # ...and plugged in again, at the same path
-        again = RawMaster(pair.master_path)
-        try:
+        with RawMaster(pair.master_path) as again:
             for _ in range(3):
                 again.send(read_request(UNIT, 3, 0, 1))
                 assert not await heard(again), "the server came back: fixed upstream?"
-        finally:
-            again.close()
     finally:
         await stop(server)
         pair.stop()
