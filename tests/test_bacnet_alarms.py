@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from bacnet_peer.calls import read
 from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, SENSORS, Rig
 from bacpypes3.apdu import ComplexAckPDU, GetAlarmSummaryACK
@@ -69,11 +70,6 @@ async def empty_alarm_summary(client: Peer, rig: Rig) -> bool:
     request = bytes.fromhex("810a000a010400050703")  # BVLC, NPDU, APDU invoke 7
     [reply] = await client.call("raw", host="127.0.0.1", port=rig.port, hex=request.hex(), wait=1.0)
     return bytes.fromhex(reply).endswith(bytes.fromhex("300703"))
-
-
-async def read(client: Peer, rig: Rig, obj: str, prop: str) -> Any:
-    answer = await client.call("read", address=rig.address, object=obj, property=prop)
-    return answer["value"]
 
 
 async def test_overcrowding_is_notified_acknowledged_and_cleared(rig: Rig, bms: Peer) -> None:

@@ -7,9 +7,9 @@ bacepics (the C reference stack's EPICS generator reads every object and propert
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
+from bacnet_peer.calls import read
 from bacnet_peer.harness import Peer
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
 from helpers import bacstack
@@ -19,11 +19,6 @@ pytestmark = pytest.mark.asyncio
 IDENTITY = {"object-identifier", "object-name", "object-type", "property-list"}
 BIG_TOTAL = (1 << 24) + 1  # the first integer a REAL cannot hold
 TOP_TOTAL = (1 << 32) - 1
-
-
-async def read(client: Peer, rig: Rig, obj: str, prop: str, index: int | None = None) -> Any:
-    answer = await client.call("read", address=rig.address, object=obj, property=prop, index=index)
-    return answer["value"]
 
 
 async def property_list(client: Peer, rig: Rig, obj: str) -> list[str]:

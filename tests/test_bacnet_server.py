@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bacnet_peer.calls import cov_for, failure, read
 from bacnet_peer.harness import Peer, PeerError
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
 
@@ -28,28 +29,6 @@ OK = [0, 0, 0, 0]
 FAULT = [0, 1, 0, 0]
 OUT_OF_SERVICE = [0, 0, 0, 1]
 FAULT_NO_VALUE = [0, 1, 0, 1]
-
-
-async def read(client: Peer, rig: Rig, obj: str, prop: str, index: int | None = None) -> Any:
-    answer = await client.call("read", address=rig.address, object=obj, property=prop, index=index)
-    return answer["value"]
-
-
-async def failure(client: Peer, op: str, **kwargs: Any) -> tuple[str | None, str | None]:
-    with pytest.raises(PeerError) as err:
-        await client.call(op, **kwargs)
-    return err.value.error_class, err.value.code
-
-
-def cov_for(obj: str, process: int | None = None) -> Any:
-    def match(event: dict[str, Any]) -> bool:
-        return (
-            event.get("event") == "cov"
-            and event["object"] == obj
-            and (process is None or event["process"] == process)
-        )
-
-    return match
 
 
 # -- discovery --------------------------------------------------------------------------------

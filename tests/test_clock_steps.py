@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from helpers.broker import MosquittoBroker
 from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from helpers.publisher import Publisher
 
 from gateway.state import STATUS_ONLINE, STATUS_STALE, GatewayState, Report
 from objects.catalog import Model
@@ -143,9 +144,6 @@ stale_after = 10
 def test_running_daemon_survives_a_backward_step(
     tmp_path: Path, mqtt_broker: MosquittoBroker
 ) -> None:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     port = new_http_port()
     cfg = gateway_config(
         tmp_path / "state",
@@ -156,19 +154,17 @@ def test_running_daemon_survives_a_backward_step(
     )
     daemon = SteppedDaemon(tmp_path, cfg, http_port=port)
     daemon.start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="clock-step-pub")
-    pub.connect("127.0.0.1", mqtt_broker.port)
-    pub.loop_start()
+    pub = Publisher(mqtt_broker.port, "clock-step-pub")
     report = json.loads(
         (Path(__file__).parent / "data" / "vs121p" / "region_interval_counts.json").read_text()
     )
     try:
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        daemon.wait_mqtt()
 
         def send(total: int, hour: int) -> None:
             times = dict(report["time_info"], end_time=f"2022/12/20 {hour}:15:52")
             doc = dict(report, current_total=total, time_info=times)
-            pub.publish("vs121p/foyer", json.dumps(doc).encode(), qos=1).wait_for_publish(10)
+            pub.publish_json("vs121p/foyer", doc)
 
         send(3, 19)
         daemon.wait_until(lambda: daemon.values("foyer").get("people_count_all") == 3, what="3")
@@ -184,6 +180,5 @@ def test_running_daemon_survives_a_backward_step(
         assert daemon.values("foyer")["seconds_since_report"] >= 10
         assert daemon.log_text().count("wall clock stepped back") == 1
     finally:
-        pub.disconnect()
-        pub.loop_stop()
+        pub.close()
         daemon.stop()

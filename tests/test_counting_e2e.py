@@ -10,18 +10,16 @@ import json
 import shutil
 import struct
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker, free_port
 from helpers.daemon import Daemon, start_mqtt_daemon
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.publisher import Publisher
 
 from gateway.sim_publish import uplink_body, uplink_topic
 
@@ -34,12 +32,7 @@ class Rig:
     def __init__(self, daemon: Daemon, modbus_port: int, broker_port: int) -> None:
         self.daemon = daemon
         self.modbus_port = modbus_port
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="count-publisher")
-        connected = threading.Event()
-        self.client.on_connect = lambda *_a, **_k: connected.set()
-        self.client.connect("127.0.0.1", broker_port)
-        self.client.loop_start()
-        assert connected.wait(10)
+        self.publisher = Publisher(broker_port, "count-publisher")
         self.fcnt = 0
         self.sent = 0
 
@@ -47,7 +40,7 @@ class Rig:
         """A VS121 uplink the network server received at `at`."""
         self.fcnt += 1
         body = uplink_body("chirpstack", HALL, self.fcnt, bytes.fromhex(payload_hex), at)
-        self.client.publish(uplink_topic("chirpstack", HALL), body, qos=1).wait_for_publish(10)
+        self.publisher.publish(uplink_topic("chirpstack", HALL), body)
         self.sent += 1
 
     def settled(self) -> None:
@@ -68,44 +61,15 @@ class Rig:
 
     def modbus_totals(self, number: int = 1) -> tuple[int, int]:
         """Total In/Out as a PLC reads them (input registers, 32-bit high word first)."""
-        exe = shutil.which("mbpoll")
-        if exe is None:
-            pytest.skip("mbpoll is not installed")
         base = number * 200 + 19
-        out = subprocess.run(
-            [
-                exe,
-                "-m",
-                "tcp",
-                "-p",
-                str(self.modbus_port),
-                "-0",
-                "-1",
-                "-t",
-                "3",
-                "-r",
-                str(base),
-                "-c",
-                "4",
-                "127.0.0.1",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        ).stdout
-        regs = {
-            int(a): int(v)
-            for a, v in (line[1:].split("]:") for line in out.splitlines() if line.startswith("["))
-        }
-        words = [regs[base + i] & 0xFFFF for i in range(4)]
+        regs = input_registers(self.modbus_port, base, 4)
+        words = [regs[base + i] for i in range(4)]
         raw = struct.pack(">4H", *words)
         total_in, total_out = struct.unpack(">2I", raw)
         return total_in, total_out
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self.publisher.close()
 
 
 @pytest.fixture
@@ -242,34 +206,27 @@ def test_vs121p_trigger_overtaken_by_its_interval_report_over_http(rig: Rig) -> 
     assert rig.modbus_totals(3) == (2, 0)
 
 
-def _register(rig: Rig, address: int) -> int:
+def input_registers(port: int, address: int, count: int) -> dict[int, int]:
+    """Input registers as a PLC reads them (mbpoll over Modbus TCP, 0-based addresses)."""
     exe = shutil.which("mbpoll")
     if exe is None:
         pytest.skip("mbpoll is not installed")
+    command = [exe, "-m", "tcp", "-p", str(port), "-0", "-1", "-t", "3", "-r", str(address)]
     out = subprocess.run(
-        [
-            exe,
-            "-m",
-            "tcp",
-            "-p",
-            str(rig.modbus_port),
-            "-0",
-            "-1",
-            "-t",
-            "3",
-            "-r",
-            str(address),
-            "-c",
-            "1",
-            "127.0.0.1",
-        ],
+        [*command, "-c", str(count), "127.0.0.1"],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     ).stdout
-    line = next(x for x in out.splitlines() if x.startswith(f"[{address}]:"))
-    return int(line.split(":")[1]) & 0xFFFF
+    return {
+        int(a): int(v) & 0xFFFF
+        for a, v in (line[1:].split("]:") for line in out.splitlines() if line.startswith("["))
+    }
+
+
+def _register(rig: Rig, address: int) -> int:
+    return input_registers(rig.modbus_port, address, 1)[address]
 
 
 def test_region_only_sensor_and_a_change_of_reporting_type(rig: Rig) -> None:
@@ -340,7 +297,7 @@ def test_boundary_example_holds_across_kill_9(tmp_path: Path, mqtt_broker: Mosqu
         rig.settled()
         daemon.kill()
         daemon.start()
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        daemon.wait_mqtt()
         assert rig.totals() == (2, 0)
         rig.uplink(t0 + 10, trigger(1, 0))
         rig.uplink(t0 + 60, periodic(0, 0))  # after B (one publisher, in order): a marker

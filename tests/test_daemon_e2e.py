@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
 from helpers.daemon import Daemon, gateway_config, new_http_port, start_mqtt_daemon
+from helpers.publisher import Publisher
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim_publish import uplink_body, uplink_topic
@@ -19,23 +20,6 @@ from gateway.sim_publish import uplink_body, uplink_topic
 HALL = "24e124538c000001"
 LAB = "24e124538c000002"
 CS_TOPIC = f"application/a/device/{HALL}/event/up"
-
-
-class Publisher:
-    def __init__(self, port: int) -> None:
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-publisher")
-        connected = threading.Event()
-        self.client.on_connect = lambda *_a, **_k: connected.set()
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert connected.wait(10)
-
-    def send(self, topic: str, body: bytes) -> None:
-        self.client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
@@ -48,7 +32,7 @@ def gateway(tmp_path: Path, mqtt_broker: MosquittoBroker) -> Iterator[Daemon]:
 
 @pytest.fixture
 def publisher(mqtt_broker: MosquittoBroker) -> Iterator[Publisher]:
-    pub = Publisher(mqtt_broker.port)
+    pub = Publisher(mqtt_broker.port, "test-publisher")
     yield pub
     pub.close()
 
@@ -58,7 +42,7 @@ def test_each_lorawan_envelope_end_to_end(
     envelope: str, gateway: Daemon, publisher: Publisher
 ) -> None:
     payload = bytes.fromhex("04c9030800a106cd05")  # the guide's example: 3 people, regions 1, 6, 8
-    publisher.send(uplink_topic(envelope, HALL), uplink_body(envelope, HALL, 1, payload, 1e9))
+    publisher.publish(uplink_topic(envelope, HALL), uplink_body(envelope, HALL, 1, payload, 1e9))
     gateway.wait_until(lambda: gateway.values("hall").get("people_count_all") == 3, what="count")
     values = gateway.values("hall")
     assert values["region_1"] == 1
@@ -75,7 +59,7 @@ def test_vs121p_json_end_to_end(gateway: Daemon, publisher: Publisher) -> None:
     report = json.loads(
         (Path(__file__).parent / "data" / "vs121p" / "region_interval_counts.json").read_text()
     )
-    publisher.send("vs121p/foyer", json.dumps(report).encode())
+    publisher.publish("vs121p/foyer", json.dumps(report).encode())
     gateway.wait_until(lambda: "people_count_all" in gateway.values("foyer"), what="foyer")
     values = gateway.values("foyer")
     assert values["people_count_all"] == report["current_total"]
@@ -90,7 +74,7 @@ def test_pre_decoded_object_is_used_without_payload(gateway: Daemon, publisher: 
         "fPort": 85,
         "object": {"people_count_all": 11, "region_2_count": 4},
     }
-    publisher.send(f"application/a/device/{LAB}/event/up", json.dumps(body).encode())
+    publisher.publish(f"application/a/device/{LAB}/event/up", json.dumps(body).encode())
     gateway.wait_until(lambda: gateway.values("lab").get("people_count_all") == 11, what="object")
     assert gateway.values("lab")["region_2_count"] == 4
 
@@ -146,10 +130,10 @@ def test_bad_input_is_counted_logged_and_valid_traffic_still_lands(
     gateway: Daemon, publisher: Publisher
 ) -> None:
     for i, (topic, body, _outcome, _source) in enumerate(BAD_INPUTS):
-        publisher.send(topic, body)
+        publisher.publish(topic, body)
         # Valid traffic interleaved with the bad: every valid one must land.
         good = bytes([0x06, 0xCD, i + 1])
-        publisher.send(
+        publisher.publish(
             uplink_topic("chirpstack", LAB), uplink_body("chirpstack", LAB, 100 + i, good, 0)
         )
     last = len(BAD_INPUTS)
@@ -189,7 +173,7 @@ def test_region_that_does_not_exist_is_reported_and_rest_used(
         "numbering_regions": [1, 2, 3],
         "current_counted": [1, 1, 3],
     }
-    publisher.send("vs121p/foyer", json.dumps(report).encode())
+    publisher.publish("vs121p/foyer", json.dumps(report).encode())
     gateway.wait_until(lambda: gateway.values("foyer").get("people_count_all") == 5, what="report")
     assert "region_3_count" not in gateway.values("foyer")
     assert "sensor foyer: region_3_count=3 for a region that is not mapped" in gateway.log_text()
@@ -241,7 +225,9 @@ def test_reset_counts_publishes_downlink(
     try:
         assert subscribed.wait(10)
         line = bytes.fromhex("05cc05000200")
-        publisher.send(uplink_topic("milesight", HALL), uplink_body("milesight", HALL, 1, line, 0))
+        publisher.publish(
+            uplink_topic("milesight", HALL), uplink_body("milesight", HALL, 1, line, 0)
+        )
         gateway.wait_until(lambda: gateway.values("hall").get("gateway_total_in") == 5, what="line")
         from gateway.cli import main
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bacnet_peer.harness import Peer, PeerError, free_udp_port
+from bacnet_peer.harness import Peer, PeerError
 from helpers import bacstack
 from helpers.broker import MosquittoBroker
 from helpers.daemon import Daemon
-from test_downlink_e2e import CS_SUB, DEVICE, HALL, Broker, config, cs_uplink, started
+from test_downlink_e2e import DEVICE, HALL, Broker, chirpstack_site, cs_uplink
 
 UP = f"application/a/device/{HALL}/event/up"
 # Sensor number 1 ("hall"): catalog offsets 66, 67 and 69 of the characterstring-value type.
@@ -27,22 +27,9 @@ DEVICE_INFO = "ff0101ff086600b0940976ff090100ff1f1f07004b"
 
 @pytest.fixture
 def rig(tmp_path: Path, mqtt_broker: MosquittoBroker) -> Iterator[tuple[Daemon, Broker, int]]:
-    bacnet_port = free_udp_port()
-    daemon = started(
-        tmp_path,
-        lambda http: config(
-            tmp_path / "state",
-            mqtt_port=mqtt_broker.port,
-            http_port=http,
-            subscription=CS_SUB,
-            bacnet_port=bacnet_port,
-        ),
-    )
-    ns = Broker(mqtt_broker.port, "application/+/device/+/command/down", "test-texts-ns")
-    yield daemon, ns, bacnet_port
-    ns.close()
-    if daemon.running():
-        assert daemon.stop() == 0
+    site = chirpstack_site(tmp_path, mqtt_broker.port, "test-texts-ns", modbus=False)
+    with site as (daemon, ns, bacnet_port, _):
+        yield daemon, ns, bacnet_port
 
 
 def post_report(daemon: Daemon, name: str) -> int:
@@ -123,7 +110,7 @@ async def test_device_facts_read_as_text_over_bacnet(rig: tuple[Daemon, Broker, 
     # The facts are kept: after a restart the texts are there before any new uplink.
     assert daemon.stop() == 0
     daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="restart")
+    daemon.wait_mqtt()
     peer = await Peer.start("client.py")
     try:
         assert await read(peer, target, SERIAL) == "6600b0940976"

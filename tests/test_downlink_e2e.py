@@ -9,6 +9,7 @@ settings echo as its next uplink.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import threading
@@ -100,7 +101,7 @@ def started(tmp_path: Path, text_for: Any) -> Daemon:
     port = new_http_port()
     daemon = Daemon(tmp_path, text_for(port), http_port=port)
     daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    daemon.wait_mqtt()
     return daemon
 
 
@@ -163,27 +164,40 @@ def cs_event(kind: str, **fields: object) -> tuple[str, dict[str, Any]]:
     return f"application/a/device/{HALL}/event/{kind}", body
 
 
-@pytest.fixture
-def cs_rig(
-    tmp_path: Path, mqtt_broker: MosquittoBroker
-) -> Iterator[tuple[Daemon, Broker, int, int]]:
-    bacnet_port, modbus_port = free_udp_port(), free_port()
+@contextlib.contextmanager
+def chirpstack_site(
+    tmp_path: Path, broker_port: int, ns_name: str, *, modbus: bool = True
+) -> Iterator[tuple[Daemon, Broker, int, int | None]]:
+    """The gateway on ChirpStack with BACnet (and Modbus TCP), and the network server's side
+    that receives its downlinks: (daemon, network server, BACnet port, Modbus port)."""
+    bacnet_port, modbus_port = free_udp_port(), free_port() if modbus else None
     daemon = started(
         tmp_path,
         lambda http: config(
             tmp_path / "state",
-            mqtt_port=mqtt_broker.port,
+            mqtt_port=broker_port,
             http_port=http,
             subscription=CS_SUB,
             bacnet_port=bacnet_port,
             modbus_port=modbus_port,
         ),
     )
-    ns = Broker(mqtt_broker.port, "application/+/device/+/command/down", "test-cs-ns")
-    yield daemon, ns, bacnet_port, modbus_port
-    ns.close()
-    if daemon.running():
-        assert daemon.stop() == 0
+    ns = Broker(broker_port, "application/+/device/+/command/down", ns_name)
+    try:
+        yield daemon, ns, bacnet_port, modbus_port
+    finally:
+        ns.close()
+        if daemon.running():
+            assert daemon.stop() == 0
+
+
+@pytest.fixture
+def cs_rig(
+    tmp_path: Path, mqtt_broker: MosquittoBroker
+) -> Iterator[tuple[Daemon, Broker, int, int]]:
+    with chirpstack_site(tmp_path, mqtt_broker.port, "test-cs-ns") as (daemon, ns, bacnet, modbus):
+        assert modbus is not None
+        yield daemon, ns, bacnet, modbus
 
 
 @pytest.mark.asyncio
@@ -483,7 +497,7 @@ def test_milesight_ack_timeout_and_restart(tmp_path: Path, mqtt_broker: Mosquitt
 
         # A restart keeps the command waiting and never publishes it again.
         daemon.start()
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+        daemon.wait_mqtt()
         assert state_of(daemon, second["id"]) in ("queued", "timed_out")
         daemon.wait_until(
             lambda: state_of(daemon, second["id"]) == "timed_out", timeout=15, what="timeout"

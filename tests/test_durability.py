@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
+from helpers.daemon import Daemon, start_mqtt_daemon
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.sim_publish import uplink_body, uplink_topic
@@ -79,18 +79,6 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield b
 
 
-def _daemon(tmp_path: Path, broker: MosquittoBroker) -> Daemon:
-    port = new_http_port()
-    cfg = gateway_config(
-        tmp_path / "state", mqtt_port=broker.port, http_port=port, subscriptions=ALL_SUBSCRIPTIONS
-    )
-    return Daemon(tmp_path, cfg, http_port=port)
-
-
-def _wait_connected(daemon: Daemon) -> None:
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-
-
 def _totals(daemon: Daemon) -> tuple[int, int]:
     values = daemon.values("hall")
     return int(values.get("gateway_total_in", -1)), int(values.get("gateway_total_out", -1))
@@ -99,9 +87,7 @@ def _totals(daemon: Daemon) -> tuple[int, int]:
 def test_kill_9_repeatedly_loses_and_doubles_nothing(
     tmp_path: Path, broker: MosquittoBroker
 ) -> None:
-    daemon = _daemon(tmp_path, broker)
-    daemon.start()
-    _wait_connected(daemon)
+    daemon = start_mqtt_daemon(tmp_path, broker.port)
     stream = Stream(broker.port, seed=1)
     rng = random.Random(5)
     try:
@@ -111,7 +97,7 @@ def test_kill_9_repeatedly_loses_and_doubles_nothing(
             stream.wait_accepted(mids[: rng.randint(1, CHUNK)])
             daemon.kill()
             daemon.start()
-            _wait_connected(daemon)
+            daemon.wait_mqtt()
         stream.wait_accepted(stream.publish(CHUNK))
         expected = (stream.sent_in, stream.sent_out)
         daemon.wait_until(lambda: _totals(daemon) == expected, timeout=60, what=f"{expected}")
@@ -127,9 +113,7 @@ def test_kill_9_repeatedly_loses_and_doubles_nothing(
 
 
 def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, broker: MosquittoBroker) -> None:
-    daemon = _daemon(tmp_path, broker)
-    daemon.start()
-    _wait_connected(daemon)
+    daemon = start_mqtt_daemon(tmp_path, broker.port)
     stream = Stream(broker.port, seed=2)
     try:
         first = stream.publish(CHUNK)

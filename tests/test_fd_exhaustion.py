@@ -13,15 +13,14 @@ import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.daemon import Daemon, start_daemon
+from helpers.publisher import Publisher
+from helpers.wait import TextFile, wait_closed_by_peer
 
 DATA = Path(__file__).parent / "data" / "vs121p"
 
@@ -44,30 +43,15 @@ def _open_fds(pid: int) -> int:
 
 
 def _publish(port: int, topic: str, body: bytes) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fd-publisher")
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    publisher = Publisher(port, "fd-publisher")
     try:
-        client.publish(topic, body, qos=1).wait_for_publish(10)
+        publisher.publish(topic, body)
     finally:
-        client.disconnect()
-        client.loop_stop()
+        publisher.close()
 
 
 def _start(tmp_path: Path, broker: MosquittoBroker | None, extra: str = "") -> Daemon:
-    port = new_http_port()
-    cfg = gateway_config(
-        tmp_path / "state",
-        mqtt_port=None if broker is None else broker.port,
-        http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
-        extra=extra,
-    )
-    daemon = Daemon(tmp_path, cfg, http_port=port)
-    daemon.start()
-    if broker is not None:
-        daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-    return daemon
+    return start_daemon(tmp_path, broker_port=None if broker is None else broker.port, extra=extra)
 
 
 @pytest.fixture
@@ -90,10 +74,7 @@ def test_vs121p_report_counted_while_out_of_descriptors(
     try:
         _publish(mqtt_broker.port, "vs121p/foyer", json.dumps(report).encode())
         # Observed from outside without a new connection to the daemon: its journal grows.
-        journal = gateway.workdir / "state" / "journal.jsonl"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and b'"foyer"' not in journal.read_bytes():
-            time.sleep(0.05)  # poll of the daemon's journal file, bounded
+        TextFile(gateway.workdir / "state" / "journal.jsonl").wait_for('"foyer"', 20)
     finally:
         _soft_limit(gateway.pid, None)
         crowd.close()
@@ -167,11 +148,7 @@ def test_idle_and_slowloris_connections_are_closed(tmp_path: Path) -> None:
     idle = Attacker(daemon.http_port, 100, dribble=False)
     slow = Attacker(daemon.http_port, 100, dribble=True)
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if idle.closed_by_peer() + slow.closed_by_peer() >= 200:
-                break
-            time.sleep(0.1)  # poll of socket state, bounded
+        wait_closed_by_peer(idle.socks + slow.socks, 200, 15)
         # The counts are sticky: a socket that saw EOF reports it again.
         assert idle.closed_by_peer() == 100
         assert slow.closed_by_peer() == 100
@@ -187,9 +164,7 @@ def test_connections_over_the_cap_are_refused_and_counted(tmp_path: Path) -> Non
     before = _open_fds(daemon.pid)
     crowd = Attacker(daemon.http_port, 60, dribble=False)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and crowd.closed_by_peer() < 40:
-            time.sleep(0.05)  # poll of socket state, bounded
+        wait_closed_by_peer(crowd.socks, 40, 10)
         assert crowd.closed_by_peer() == 40
         assert _open_fds(daemon.pid) <= before + 20
     finally:

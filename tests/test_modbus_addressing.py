@@ -168,8 +168,7 @@ async def test_rtu_unit_per_sensor_answers_its_units_and_nobody_else(tmp_path: P
     await server.start()
     try:
         await wait_until(lambda: server.rtu_port_open, "the slave to open its port")
-        master = RawMaster(pair.master_path)
-        try:
+        with RawMaster(pair.master_path) as master:
             for unit in (2, 0, 5, 247):  # no such sensor, broadcast, unknown: silence
                 master.send(read_request(unit, 3, 0, 1))
             master.send(read_request(GATEWAY_UNIT, 4, 0, 1))
@@ -177,8 +176,6 @@ async def test_rtu_unit_per_sensor_answers_its_units_and_nobody_else(tmp_path: P
                 bytes([GATEWAY_UNIT, 4, 2, 0, GATEWAY_VALUES["heartbeat"]])
             )
             assert master.pending == b""
-        finally:
-            master.close()
         client = AsyncModbusSerialClient(str(pair.master_path), baudrate=9600, timeout=1)
         assert await client.connect()
         try:

@@ -11,7 +11,6 @@ import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.process import terminate
+from helpers.wait import TextFile, wait_until
 
 from gateway.settings import ModbusRtuSection, ModbusSection, ModbusTcpSection
 from gateway.state import GatewayState, Report
@@ -65,31 +66,32 @@ class SocatPair:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"socat exited: {self._log.read_text(errors='replace')}")
-            # socat logs "starting data transfer loop" once both ptys exist and are linked.
-            if (
-                self.slave_path.exists()
-                and self.master_path.exists()
-                and "starting data transfer loop" in self._log.read_text(errors="replace")
-            ):
-                return
-            time.sleep(0.01)  # poll interval, bounded by the deadline
-        self.stop()
-        raise RuntimeError("socat did not create the pty links in time")
+        process, log_file = self._process, TextFile(self._log)
+        # socat logs "starting data transfer loop" once both ptys exist and are linked.
+        try:
+            wait_until(
+                lambda: (
+                    process.poll() is not None
+                    or (
+                        self.slave_path.exists()
+                        and self.master_path.exists()
+                        and "starting data transfer loop" in log_file.text()
+                    )
+                ),
+                STARTUP_TIMEOUT_S,
+                "socat to create the pty links",
+            )
+        except AssertionError:
+            self.stop()
+            raise
+        if process.poll() is not None:
+            raise RuntimeError(f"socat exited: {log_file.text()}")
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        terminate(process)
         # socat removes its links on a clean exit; make sure, so the path really vanishes.
         for path in (self.slave_path, self.master_path):
             path.unlink(missing_ok=True)

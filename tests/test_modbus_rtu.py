@@ -15,10 +15,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import pytest
 import pytest_asyncio
 import serial
+from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.exceptions import ModbusIOException
 from test_modbus_helpers import (
@@ -47,12 +49,8 @@ DEADLINE_S = 10.0
 async def wait_until(
     condition: Callable[[], bool], what: str, within_s: float = DEADLINE_S
 ) -> None:
-    """Poll a condition with a deadline (state changes here have no event to await)."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+    """A bounded wait on the slave's state (state changes here have no event to await)."""
+    await async_wait_until(condition, within_s, what)
 
 
 class RawMaster:
@@ -92,6 +90,12 @@ class RawMaster:
     def close(self) -> None:
         asyncio.get_running_loop().remove_reader(self._fd)
         os.close(self._fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
 
 def read_request(unit: int, function: int, address: int, count: int) -> bytes:
@@ -241,8 +245,7 @@ async def test_other_unit_ids_get_silence(rtu_factory: RigFactory) -> None:
 async def test_the_bus_traffic_of_others_is_never_answered(rtu_factory: RigFactory) -> None:
     """Only the last frame of the burst is for us; the first bytes back must be its answer."""
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         ours = read_request(1, 4, 0, 1)
         corrupted = bytearray(ours)
         corrupted[-1] ^= 0xFF
@@ -262,8 +265,6 @@ async def test_the_bus_traffic_of_others_is_never_answered(rtu_factory: RigFacto
         assert answer == with_crc(bytes([1, 4, 2, 0, 42]))
         with pytest.raises(TimeoutError):
             await master.receive(1, within_s=0.2)  # and nothing else
-    finally:
-        master.close()
     assert rig.requests.count(("rtu", "ok")) == 1
     assert ("rtu", "bad_frame") in rig.requests
     assert rig.requests.count(("rtu", "not_addressed")) == 2
@@ -272,42 +273,33 @@ async def test_the_bus_traffic_of_others_is_never_answered(rtu_factory: RigFacto
 @pytest.mark.asyncio
 async def test_a_request_dribbled_byte_by_byte_is_answered(rtu_factory: RigFactory) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         for byte in read_request(1, 3, LOBBY_BASE + 2, 2):
             master.send(bytes([byte]))
         answer = await master.receive(9)
         assert answer[:3] == bytes([1, 3, 4])
         assert answer == with_crc(answer[:-2])
-    finally:
-        master.close()
 
 
 @pytest.mark.asyncio
 async def test_response_waits_three_and_a_half_characters(rtu_factory: RigFactory) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         start = time.monotonic()
         master.send(read_request(1, 4, 0, 1))
         await master.receive(7)
         assert time.monotonic() - start >= frame_gap(9600)
-    finally:
-        master.close()
 
 
 @pytest.mark.asyncio
 async def test_exceptions_and_unknown_functions_over_rtu(rtu_factory: RigFactory) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         master.send(read_request(1, 3, 7, 1))
         assert await master.receive(5) == with_crc(bytes([1, 0x83, 2]))
         # An unknown function code has no length rule: taken whole once the line is quiet.
         master.send(with_crc(bytes([1, 0x41, 1, 2, 3])))
         assert await master.receive(5) == with_crc(bytes([1, 0xC1, 1]))
-    finally:
-        master.close()
     unmapped = await mbpoll(*mbpoll_rtu(), "-t", "4", "-r", "7", rig.master_path)
     assert unmapped.exception_code() == 2, unmapped.output
 
@@ -330,8 +322,7 @@ async def test_writes_over_rtu_run_the_command(rtu_factory: RigFactory) -> None:
 async def test_local_echo_is_not_taken_for_a_request(rtu_factory: RigFactory) -> None:
     """With an echoing adapter our write response comes back, identical to the request."""
     rig = await rtu_factory(local_echo=True)
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         request = with_crc(struct.pack(">BBHH", 1, 5, LOBBY_BASE + 20, 0xFF00))
         master.send(request)
         response = await master.receive(8)
@@ -339,22 +330,17 @@ async def test_local_echo_is_not_taken_for_a_request(rtu_factory: RigFactory) ->
         master.send(response)  # what the adapter would hand back to the slave
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
-    finally:
-        master.close()
     assert rig.commands.resets == ["lobby"]
 
 
 @pytest.mark.asyncio
 async def test_a_broadcast_write_is_not_executed(rtu_factory: RigFactory) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         master.send(with_crc(struct.pack(">BBHH", 0, 5, LOBBY_BASE + 20, 0xFF00)))
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
         assert master.pending == b""
-    finally:
-        master.close()
     assert rig.commands.resets == []
     assert ("rtu", "not_addressed") in rig.requests
 
@@ -383,8 +369,7 @@ async def test_a_frame_inside_another_slaves_reply_is_never_executed(
     rtu_factory: RigFactory,
 ) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         reply = reply_hiding(RESET_LOBBY)
         assert RESET_LOBBY in reply
         # The second slave's reply arrives cut right around the hidden "write coil" frame.
@@ -399,8 +384,6 @@ async def test_a_frame_inside_another_slaves_reply_is_never_executed(
         # The scanner is not stuck: our own request is answered as usual.
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
-    finally:
-        master.close()
     assert rig.commands.resets == []
     assert ("rtu", "bad_frame") not in rig.requests
 
@@ -410,8 +393,7 @@ async def test_a_silent_or_failing_other_slave_does_not_hide_our_request(
     rtu_factory: RigFactory,
 ) -> None:
     rig = await rtu_factory()
-    master = RawMaster(rig.pair.master_path)
-    try:
+    with RawMaster(rig.pair.master_path) as master:
         master.send(read_request(2, 3, 0, 10))  # slave 2 never answers; the master moves on
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
@@ -422,11 +404,10 @@ async def test_a_silent_or_failing_other_slave_does_not_hide_our_request(
         # A reply cut short by a dead adapter: the line goes quiet, then the master asks us.
         master.send(read_request(2, 3, 0, 10))
         master.send(reply_hiding(RESET_LOBBY)[:16])
-        await asyncio.sleep(0.2)  # longer than the noise timeout: the line is quiet
+        with pytest.raises(TimeoutError):  # longer than the noise timeout: the line is quiet
+            await master.receive(1, within_s=0.2)  # and we said nothing on it
         master.send(read_request(1, 4, 0, 1))
         assert await master.receive(7) == with_crc(bytes([1, 4, 2, 0, 42]))
-    finally:
-        master.close()
     assert rig.commands.resets == []
 
 

@@ -14,13 +14,13 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
 from helpers.broker import free_port
+from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusTcpClient
 from test_modbus_helpers import (
     GATEWAY_VALUES,
@@ -37,15 +37,6 @@ from gateway.modbus import ModbusServer
 SLOTS = 16
 READ_HEARTBEAT = struct.pack(">HHHBBHH", 7, 0, 6, 1, 3, 0, 1)
 WITHIN_S = 5.0  # "within seconds": a newcomer's connect-and-read deadline
-
-
-async def wait_until(condition: Callable[[], bool], what: str, within_s: float) -> None:
-    """Poll a condition with a deadline (the server's connection count has no event)."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 ServerFactory = Callable[..., Awaitable[ModbusServer]]
@@ -97,7 +88,7 @@ async def test_idle_connections_give_way_to_a_newcomer(serve: ServerFactory) -> 
     port = server.tcp_port or 0
     idle = [await asyncio.open_connection(HOST, port) for _ in range(SLOTS)]
     try:
-        await wait_until(lambda: server.tcp_connections == SLOTS, "a full table", WITHIN_S)
+        await async_wait_until(lambda: server.tcp_connections == SLOTS, WITHIN_S, "a full table")
         # The first idle client polls once, so it is no longer the one idle longest.
         reader, writer = idle[0]
         writer.write(READ_HEARTBEAT)
@@ -132,14 +123,14 @@ async def test_slowloris_connections_are_closed_after_the_idle_timeout(
                 await writer.drain()
             except ConnectionError:
                 return
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # a slowloris sender's pace: the scenario, not a wait
 
     tasks = [asyncio.create_task(trickle(w)) for _, w in slow]
     try:
         await newcomer_reads(HOST, port)
         for reader, _ in slow:
             assert await closed_by_server(reader)
-        await wait_until(lambda: server.tcp_connections == 0, "every slow sender closed", 2)
+        await async_wait_until(lambda: server.tcp_connections == 0, 2, "every slow sender closed")
     finally:
         stop.set()
         await asyncio.gather(*tasks)
@@ -217,12 +208,12 @@ async def test_half_open_peers_are_dropped_by_keepalive(serve: ServerFactory, ne
         assert peers.stdout is not None
         line = await asyncio.wait_for(peers.stdout.readline(), 10)
         assert line.strip() == b"ready"
-        await wait_until(lambda: server.tcp_connections == SLOTS, "the peers' connections", 5)
+        await async_wait_until(lambda: server.tcp_connections == SLOTS, 5, "the peers' connections")
         # The peers vanish: their link goes down, nothing reaches them and nothing comes back.
         _ip("-n", netns.name, "link", "set", netns.peer_dev, "down")
         await newcomer_reads(netns.host_ip, port)  # a slot at once, taken from the idle longest
-        await wait_until(
-            lambda: server.tcp_connections == 0, "keepalive to close the half-open peers", 15
+        await async_wait_until(
+            lambda: server.tcp_connections == 0, 15, "keepalive to close the half-open peers"
         )
     finally:
         peers.kill()

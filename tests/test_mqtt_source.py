@@ -201,6 +201,15 @@ async def next_message(source: MqttSource) -> MqttMessage:
     return await asyncio.wait_for(source.get(), TIMEOUT)
 
 
+async def take_all(source: MqttSource, payloads: set[bytes]) -> None:
+    """Take and acknowledge messages, as the gateway does, until every one of `payloads` came."""
+    seen: set[bytes] = set()
+    while seen != payloads:
+        msg = await next_message(source)
+        seen.add(msg.payload)
+        source.ack(msg)
+
+
 class LocalBroker:
     """A mosquitto of our own, for options the shared broker does not have (TLS, passwords).
 
@@ -496,11 +505,7 @@ async def test_overflow_is_counted_and_dropped_messages_come_back(
 
         # Drain as the gateway does. Once the backlog is processed and acknowledged the source
         # reconnects, and the broker delivers the ones it dropped (never acknowledged) again.
-        seen: set[bytes] = set()
-        while seen != sent:
-            msg = await next_message(source)
-            seen.add(msg.payload)
-            source.ack(msg)
+        await take_all(source, sent)
         assert await probe.transition() is False  # the deliberate reconnect
         assert await probe.transition() is True
 
@@ -535,11 +540,7 @@ async def test_mqtt5_receive_maximum_holds_the_backlog_at_the_broker(
 
         # The session (clean_start false, expiry set) kept all thirty for the next start.
         async with running(cfg) as source:
-            seen: set[bytes] = set()
-            while seen != sent:
-                msg = await next_message(source)
-                seen.add(msg.payload)
-                source.ack(msg)
+            await take_all(source, sent)
 
 
 # -- credentials ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ test. The gateway's own slave passes the same situations in test_modbus_rtu / te
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -17,10 +18,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from helpers.broker import free_port
+from helpers.wait import async_wait_until
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from test_modbus_helpers import HOST, SocatPair
-from test_modbus_rtu import RawMaster, read_request, wait_until
+from test_modbus_rtu import RawMaster, read_request
 
 from gateway.modbus.rtu_framing import with_crc
 
@@ -31,7 +33,9 @@ SLOW_ADDRESS = 9  # the device takes a while to answer a read here
 QUIET_S = 0.5  # a reply would have come by now
 
 
-def device() -> SimDevice:
+def device(slow_read: asyncio.Event | None = None) -> SimDevice:
+    """The simulated device; `slow_read` is set when it starts serving the slow address."""
+
     async def action(
         _function: int,
         _start: int,
@@ -41,7 +45,9 @@ def device() -> SimDevice:
         _values: list[int] | list[bool] | None,
     ) -> None:
         if address == SLOW_ADDRESS:
-            await asyncio.sleep(0.3)
+            if slow_read is not None:
+                slow_read.set()
+            await asyncio.sleep(0.3)  # a slow device's answer time: the scenario, not a wait
 
     bits = [SimData(0, count=16, values=False, datatype=DataType.BITS)]
     regs = [SimData(0, count=16, values=7, datatype=DataType.REGISTERS)]
@@ -68,9 +74,13 @@ async def rtu(tmp_path: Path) -> AsyncIterator[tuple[RawMaster, SocatPair]]:
 
 
 async def heard(master: RawMaster) -> bytes:
-    """Everything the slave says within QUIET_S."""
-    await asyncio.sleep(QUIET_S)  # waiting out a silence: there is no event for "nothing"
-    return master.pending
+    """Everything the slave says until it has been quiet for QUIET_S (a read with a timeout:
+    no event marks "nothing more")."""
+    said = b""
+    with contextlib.suppress(TimeoutError):
+        while True:
+            said += await master.receive(1, within_s=QUIET_S)
+    return said
 
 
 async def test_rtu_answers_an_unknown_unit_id_with_exception_04(
@@ -91,9 +101,7 @@ async def test_rtu_answers_a_broadcast_and_another_slaves_exception_response(
     broadcast_enable); an exception response from another slave is decoded as a request."""
     master, _ = rtu
     master.send(with_crc(struct.pack(">BBHH", 0, 5, 0, 0xFF00)))  # broadcast write
-    said = await heard(master)
-    assert said, "a broadcast got no answer: fixed upstream?"
-    await master.receive(len(said))
+    assert await heard(master), "a broadcast got no answer: fixed upstream?"
     master.send(with_crc(bytes([UNIT, 0x83, 2])))  # another device's exception, our id
     assert await heard(master), "an exception response was not answered: fixed upstream?"
 
@@ -125,13 +133,10 @@ async def test_rtu_server_never_reopens_a_lost_port(tmp_path: Path) -> None:
         master.close()
         pair.stop()  # the adapter is unplugged...
         pair.start()  # ...and plugged in again, at the same path
-        again = RawMaster(pair.master_path)
-        try:
+        with RawMaster(pair.master_path) as again:
             for _ in range(3):
                 again.send(read_request(UNIT, 3, 0, 1))
                 assert not await heard(again), "the server came back: fixed upstream?"
-        finally:
-            again.close()
     finally:
         await stop(server)
         pair.stop()
@@ -140,12 +145,17 @@ async def test_rtu_server_never_reopens_a_lost_port(tmp_path: Path) -> None:
 # -- TCP ---------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def slow_read() -> asyncio.Event:
+    return asyncio.Event()
+
+
 @pytest_asyncio.fixture
-async def tcp() -> AsyncIterator[int]:
+async def tcp(slow_read: asyncio.Event) -> AsyncIterator[int]:
     port = free_port()
-    server = ModbusTcpServer(device(), address=(HOST, port))
+    server = ModbusTcpServer(device(slow_read), address=(HOST, port))
     await server.serve_forever(background=True)
-    await wait_until(lambda: _listening(port), "pymodbus's TCP server to listen")
+    await async_wait_until(lambda: _listening(port), 10, "pymodbus's TCP server to listen")
     yield port
     await stop(server)
 
@@ -184,14 +194,18 @@ async def test_tcp_drops_pipelined_requests(tcp: int) -> None:
     assert len(got) < 3, "every pipelined request was answered: fixed upstream?"
 
 
-async def test_tcp_labels_a_late_answer_with_the_next_requests_ids(tcp: int) -> None:
+async def test_tcp_labels_a_late_answer_with_the_next_requests_ids(
+    tcp: int, slow_read: asyncio.Event
+) -> None:
     """server/requesthandler.py:115-116 copies the ids from `self.last_pdu`, which the next
     request has overwritten (transaction/transaction.py:273) while the first was served."""
     reader, writer = await asyncio.open_connection(HOST, tcp)
     try:
         writer.write(mbap(1, struct.pack(">BHH", 3, SLOW_ADDRESS, 1)))
         await writer.drain()
-        await asyncio.sleep(0.05)  # a separate segment, so the pipelining defect stays out
+        # Sent once the first is being served: a separate segment, so the pipelining defect
+        # stays out.
+        await asyncio.wait_for(slow_read.wait(), 5)
         writer.write(mbap(2, struct.pack(">BHH", 3, 0, 1)))
         got = await replies(reader)
     finally:

@@ -16,8 +16,9 @@ import pytest
 import pytest_asyncio
 from bacnet_peer.harness import Peer, free_udp_port
 from helpers.broker import MosquittoBroker, free_port
-from helpers.daemon import Daemon, new_http_port
-from helpers.publisher import Publisher
+from helpers.daemon import CHIRPSTACK_SUBSCRIPTION, Daemon, gateway_config, new_http_port
+from helpers.publisher import ChirpStackUplinks
+from helpers.wait import async_wait_until
 from pymodbus.client import AsyncModbusTcpClient
 from test_relay_drivers import RelayModule
 
@@ -30,34 +31,7 @@ THRESHOLD_REG = 101  # rule 1: status 100, threshold 101, override 102 (see obje
 RELAY = "binary-output,500"
 
 
-def config(state_dir: Path, *, mqtt_port: int, http_port: int, module_port: int) -> str:
-    return f"""
-[gateway]
-state_dir = "{state_dir}"
-
-[bacnet]
-enabled = false
-
-[modbus.tcp]
-enabled = false
-
-[http]
-host = "127.0.0.1"
-port = {http_port}
-
-[mqtt]
-enabled = true
-host = "127.0.0.1"
-port = {mqtt_port}
-client_id = "gw-relay-{state_dir.parent.name}"
-keepalive = 5
-reconnect_max = 2
-
-[[mqtt.subscriptions]]
-name = "chirpstack"
-topic = "application/+/device/+/event/up"
-envelope = "chirpstack"
-
+SITE = f"""
 [[sensors]]
 id = "hall"
 name = "Hall"
@@ -81,7 +55,6 @@ on_shutdown = "open"
 type = "modbus"
 transport = "tcp"
 host = "127.0.0.1"
-tcp_port = {module_port}
 unit_id = 1
 coil = {COIL}
 timeout = 0.5
@@ -90,23 +63,22 @@ reassert_seconds = 0
 """
 
 
-class Uplinks(Publisher):
-    """Publishes ChirpStack uplinks carrying a pre-decoded people count for the hall sensor."""
+def config(state_dir: Path, *, mqtt_port: int, http_port: int, module_port: int) -> str:
+    site = SITE + f"tcp_port = {module_port}\n"
+    return gateway_config(
+        state_dir,
+        mqtt_port=mqtt_port,
+        http_port=http_port,
+        subscriptions=CHIRPSTACK_SUBSCRIPTION,
+        sensors=site,
+    )
 
-    def __init__(self, port: int) -> None:
-        super().__init__(port, "relay-e2e-publisher")
-        self.fcnt = 0
+
+class Uplinks(ChirpStackUplinks):
+    """The hall sensor's uplinks, carrying a people count decoded by the network server."""
 
     def count(self, people: int) -> None:
-        self.fcnt += 1
-        body: dict[str, object] = {
-            "deduplicationId": f"relay-{self.fcnt}",
-            "deviceInfo": {"devEui": HALL, "applicationId": "a"},
-            "fCnt": self.fcnt,
-            "fPort": 85,
-            "object": {"people_count_all": people},
-        }
-        self.publish_json(f"application/a/device/{HALL}/event/up", body)
+        self.send(HALL, obj={"people_count_all": people})
 
 
 class Rig:
@@ -137,12 +109,7 @@ class Rig:
     async def start(self) -> None:
         await asyncio.to_thread(self.daemon.start, 30.0, self.env)
         # Subscribed, so the uplinks published from now on reach it.
-        await asyncio.to_thread(
-            self.daemon.wait_until,
-            lambda: self.daemon.metric("vs121gw_mqtt_connected") == 1,
-            WITHIN_S,
-            "MQTT",
-        )
+        await asyncio.to_thread(self.daemon.wait_mqtt, WITHIN_S)
 
     async def stop(self) -> None:
         assert await asyncio.to_thread(self.daemon.stop) == 0
@@ -152,16 +119,9 @@ class Rig:
         return values
 
     async def until(self, what: str, check: Callable[[], Awaitable[bool]]) -> None:
-        """Wait, with a deadline, until `check` holds."""
-        try:
-            async with asyncio.timeout(WITHIN_S):
-                # Another process's HTTP API and a module's coil: nothing to await but time.
-                while not await check():  # noqa: ASYNC110
-                    await asyncio.sleep(0.05)  # poll interval of a bounded wait
-        except TimeoutError:
-            raise AssertionError(
-                f"timed out waiting for {what}:\n{self.daemon.log_tail()}"
-            ) from None
+        """Wait, with a deadline, until `check` holds (another process's HTTP API and a
+        module's coil: nothing to await but time)."""
+        await async_wait_until(check, WITHIN_S, what, detail=self.daemon.log_tail)
 
     async def coil_is(self, level: bool) -> None:
         async def check() -> bool:
@@ -181,7 +141,7 @@ class Rig:
 
 @pytest.fixture
 def uplinks(mqtt_broker: MosquittoBroker) -> Iterator[Uplinks]:
-    pub = Uplinks(mqtt_broker.port)
+    pub = Uplinks(mqtt_broker.port, "relay-e2e-publisher")
     yield pub
     pub.close()
 

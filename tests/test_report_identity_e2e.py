@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
-from helpers.daemon import Daemon, gateway_config, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
+from helpers.daemon import CHIRPSTACK_SUBSCRIPTION, VS121P_SUBSCRIPTION, Daemon, start_daemon
+from helpers.publisher import Publisher
 
 REPORT: dict[str, Any] = json.loads(
     (Path(__file__).parent / "data" / "vs121p" / "line_interval.json").read_text(encoding="utf-8")
@@ -42,55 +40,26 @@ def sensors() -> str:
     return text
 
 
-SUBSCRIPTIONS = """
-[[mqtt.subscriptions]]
-name = "chirpstack"
-topic = "application/+/device/+/event/up"
-envelope = "chirpstack"
-
-[[mqtt.subscriptions]]
-name = "vs121p"
-topic = "vs121p/#"
-envelope = "vs121p"
-"""
-
-
 @pytest.fixture(scope="module")
 def gateway(
     tmp_path_factory: pytest.TempPathFactory, mqtt_broker: MosquittoBroker
 ) -> Iterator[Daemon]:
-    workdir = tmp_path_factory.mktemp("identity")
-    port = new_http_port()
-    cfg = gateway_config(
-        workdir / "state",
-        mqtt_port=mqtt_broker.port,
-        http_port=port,
-        subscriptions=SUBSCRIPTIONS,
+    daemon = start_daemon(
+        tmp_path_factory.mktemp("identity"),
+        broker_port=mqtt_broker.port,
+        subscriptions=CHIRPSTACK_SUBSCRIPTION + VS121P_SUBSCRIPTION,
         sensors=sensors(),
     )
-    daemon = Daemon(workdir, cfg, http_port=port)
-    daemon.start()
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
     yield daemon
     if daemon.running():
         assert daemon.stop() == 0
 
 
 @pytest.fixture(scope="module")
-def publish(mqtt_broker: MosquittoBroker) -> Iterator[Any]:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="identity-publisher")
-    connected = threading.Event()
-    client.on_connect = lambda *_a, **_k: connected.set()
-    client.connect("127.0.0.1", mqtt_broker.port)
-    client.loop_start()
-    assert connected.wait(10)
-
-    def send(topic: str, body: bytes) -> None:
-        client.publish(topic, body, qos=1).wait_for_publish(10)
-
-    yield send
-    client.disconnect()
-    client.loop_stop()
+def publish(mqtt_broker: MosquittoBroker) -> Iterator[Callable[[str, bytes], None]]:
+    publisher = Publisher(mqtt_broker.port, "identity-publisher")
+    yield publisher.publish
+    publisher.close()
 
 
 def report(serial: str, **time_info: object) -> dict[str, Any]:

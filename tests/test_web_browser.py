@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from bacnet_peer.harness import Peer, free_udp_port
 from helpers.broker import MosquittoBroker, free_port
 from helpers.browser import chromium, needs_browser, screenshot, wait_for
 from helpers.daemon import Daemon, new_http_port
-from helpers.publisher import Publisher
+from helpers.publisher import ChirpStackUplinks
 from pymodbus.client import AsyncModbusTcpClient
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -111,28 +110,6 @@ hysteresis = 2
 """
 
 
-class Uplinks(Publisher):
-    def __init__(self, port: int) -> None:
-        super().__init__(port, "web-test-publisher")
-        self.fcnt = 0
-
-    def send(
-        self, dev_eui: str, *, obj: dict[str, object] | None = None, data: bytes | None = None
-    ) -> None:
-        self.fcnt += 1
-        body: dict[str, object] = {
-            "deduplicationId": f"web-{self.fcnt}-{time.time()}",
-            "deviceInfo": {"devEui": dev_eui, "applicationId": "a"},
-            "fCnt": self.fcnt,
-            "fPort": 85,
-        }
-        if obj is not None:
-            body["object"] = obj
-        if data is not None:
-            body["data"] = base64.b64encode(data).decode()
-        self.publish_json(f"application/a/device/{dev_eui}/event/up", body)
-
-
 class Site:
     def __init__(self, tmp: Path, broker: MosquittoBroker) -> None:
         self.http_port = new_http_port()
@@ -166,15 +143,15 @@ class Site:
 def site(tmp_path_factory: pytest.TempPathFactory, mqtt_broker: MosquittoBroker) -> Iterator[Site]:
     s = Site(tmp_path_factory.mktemp("web"), mqtt_broker)
     s.daemon.start()
-    s.daemon.wait_until(lambda: s.daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    s.daemon.wait_mqtt()
     yield s
     if s.daemon.running():
         assert s.daemon.stop() == 0
 
 
 @pytest.fixture(scope="module")
-def uplinks(mqtt_broker: MosquittoBroker) -> Iterator[Uplinks]:
-    pub = Uplinks(mqtt_broker.port)
+def uplinks(mqtt_broker: MosquittoBroker) -> Iterator[ChirpStackUplinks]:
+    pub = ChirpStackUplinks(mqtt_broker.port, "web-test-publisher")
     yield pub
     pub.close()
 
@@ -199,7 +176,7 @@ def wait_live(driver: WebDriver) -> None:
 
 
 def test_sensor_table_updates_without_reload(
-    site: Site, uplinks: Uplinks, browser: WebDriver
+    site: Site, uplinks: ChirpStackUplinks, browser: WebDriver
 ) -> None:
     browser.get(site.url("/"))
     wait_live(browser)
@@ -216,7 +193,7 @@ def test_sensor_table_updates_without_reload(
     screenshot(browser, "sensors")
 
 
-def test_sensor_turns_stale(site: Site, uplinks: Uplinks, browser: WebDriver) -> None:
+def test_sensor_turns_stale(site: Site, uplinks: ChirpStackUplinks, browser: WebDriver) -> None:
     uplinks.send(QUIET, obj={"people_count_all": 2})
     site.daemon.wait_until(lambda: site.status()["sensors"]["quiet"]["online"], what="quiet")
     browser.get(site.url("/"))
@@ -244,7 +221,7 @@ def test_sensor_turns_stale(site: Site, uplinks: Uplinks, browser: WebDriver) ->
 
 
 def test_refused_message_shows_with_its_reason(
-    site: Site, uplinks: Uplinks, browser: WebDriver
+    site: Site, uplinks: ChirpStackUplinks, browser: WebDriver
 ) -> None:
     browser.get(site.url("/sensors/lab"))
     wait_live(browser)

@@ -8,13 +8,14 @@ port so tests can cut the broker away under a running client.
 from __future__ import annotations
 
 import shutil
-import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
+
+from helpers.process import terminate
+from helpers.wait import wait_until
 
 HOST = "127.0.0.1"
 INSTALL_HINT = "run `apt-get install -y mosquitto` (the project's test script installs it)"
@@ -103,13 +104,7 @@ class MosquittoBroker:
     def stop(self) -> None:
         """SIGTERM by PID, wait for the exit, SIGKILL if it does not come."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -161,7 +156,7 @@ class MosquittoBroker:
         )
         self._log = self.log_path.open("ab")
         self._log_start = self._log.tell()
-        self._process = subprocess.Popen(
+        self._process = process = subprocess.Popen(
             [self._executable, "-c", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -169,19 +164,26 @@ class MosquittoBroker:
         )
         # Ready means: still alive, has logged "running" (so the listener is bound by this
         # process, not by whoever else may hold the port), and the port accepts a connection.
-        deadline = time.monotonic() + self._start_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                code = self._process.returncode
-                self.stop()
-                raise BrokerError(
-                    f"mosquitto exited with code {code} on port {port}: {self._last_log_line()}"
-                )
-            if " running" in self._run_log() and port_accepts(self.host, port):
-                return
-            time.sleep(0.02)  # poll interval, bounded by the deadline
-        self.stop()
-        raise BrokerError(f"mosquitto did not accept connections on {self.host}:{port} in time")
+        try:
+            wait_until(
+                lambda: (
+                    process.poll() is not None
+                    or (" running" in self._run_log() and port_accepts(self.host, port))
+                ),
+                self._start_timeout,
+                f"mosquitto on {self.host}:{port}",
+            )
+        except AssertionError:
+            self.stop()
+            raise BrokerError(
+                f"mosquitto did not accept connections on {self.host}:{port} in time"
+            ) from None
+        if process.poll() is not None:
+            code = process.returncode
+            self.stop()
+            raise BrokerError(
+                f"mosquitto exited with code {code} on port {port}: {self._last_log_line()}"
+            )
 
     def _run_log(self) -> str:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.broker import free_port
+from helpers.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,12 +78,23 @@ def gateway_config(
     )
 
 
-ALL_SUBSCRIPTIONS = """
+CHIRPSTACK_SUBSCRIPTION = """
 [[mqtt.subscriptions]]
 name = "chirpstack"
 topic = "application/+/device/+/event/up"
 envelope = "chirpstack"
+"""
 
+VS121P_SUBSCRIPTION = """
+[[mqtt.subscriptions]]
+name = "vs121p"
+topic = "vs121p/#"
+envelope = "vs121p"
+"""
+
+ALL_SUBSCRIPTIONS = (
+    CHIRPSTACK_SUBSCRIPTION
+    + """
 [[mqtt.subscriptions]]
 name = "tts"
 topic = "v3/+/devices/+/up"
@@ -99,12 +111,9 @@ name = "raw"
 topic = "sensors/+/up"
 envelope = "raw"
 raw_topic_pattern = "sensors/{dev_eui}/up"
-
-[[mqtt.subscriptions]]
-name = "vs121p"
-topic = "vs121p/#"
-envelope = "vs121p"
 """
+    + VS121P_SUBSCRIPTION
+)
 
 
 class Daemon:
@@ -142,35 +151,27 @@ class Daemon:
         self.wait_notify("READY=1", timeout)
 
     def wait_notify(self, field: str, timeout: float) -> None:
-        assert self._notify is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no {field} from the gateway; log:\n{self.log_tail()}")
-            self._notify.settimeout(left)
-            try:
-                data = self._notify.recv(4096).decode()
-            except TimeoutError:
-                continue
-            if field in data.split("\n"):
-                return
+        self._notification(lambda line: line == field, field, timeout)
 
     def wait_notify_prefix(self, prefix: str, timeout: float) -> str:
         """The first notification field starting with `prefix` (e.g. "STATUS=degraded")."""
+        return self._notification(lambda line: line.startswith(prefix), prefix, timeout)
+
+    def _notification(self, match: Callable[[str], bool], what: str, timeout: float) -> str:
+        """The first field of an sd_notify datagram that `match`es (blocks in recv)."""
         assert self._notify is not None
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"no {prefix} from the gateway; log:\n{self.log_tail()}")
+                raise TimeoutError(f"no {what} from the gateway; log:\n{self.log_tail()}")
             self._notify.settimeout(left)
             try:
                 data = self._notify.recv(4096).decode()
             except TimeoutError:
                 continue
             for line in data.split("\n"):
-                if line.startswith(prefix):
+                if match(line):
                     return line
 
     @property
@@ -247,18 +248,22 @@ class Daemon:
     def wait_until(
         self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
     ) -> None:
-        """Poll the daemon's observable state until `predicate` holds (bounded)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll the daemon's observable state until `predicate` holds (bounded); a predicate
+        that cannot read it yet (connection refused, key missing) counts as not holding."""
+
+        def holds() -> bool:
             if not self.running():
                 raise AssertionError(f"gateway exited while waiting for {what}:\n{self.log_tail()}")
             try:
-                if predicate():
-                    return
+                return predicate()
             except (OSError, KeyError):
-                pass
-            time.sleep(0.05)  # poll interval of a bounded wait on observable state
-        raise AssertionError(f"timed out waiting for {what}; log:\n{self.log_tail()}")
+                return False
+
+        wait_until(holds, timeout, what, detail=self.log_tail)
+
+    def wait_mqtt(self, timeout: float = 20.0) -> None:
+        """Until the gateway is connected to the broker (and so subscribed)."""
+        self.wait_until(lambda: self.metric("vs121gw_mqtt_connected") == 1, timeout, "MQTT")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -274,19 +279,35 @@ def new_http_port() -> int:
     return free_port()
 
 
-def start_mqtt_daemon(
-    workdir: Path, broker_port: int, *, extra: str = "", env: dict[str, str] | None = None
+def start_daemon(
+    workdir: Path,
+    *,
+    broker_port: int | None = None,
+    state_dir: Path | None = None,
+    subscriptions: str = ALL_SUBSCRIPTIONS,
+    sensors: str = LORAWAN_SENSORS,
+    extra: str = "",
+    env: dict[str, str] | None = None,
 ) -> Daemon:
-    """The gateway subscribed to every network server's topics, started and connected."""
+    """The gateway started from `gateway_config`; with a broker, subscribed and connected."""
     port = new_http_port()
     cfg = gateway_config(
-        workdir / "state",
+        state_dir or workdir / "state",
         mqtt_port=broker_port,
         http_port=port,
-        subscriptions=ALL_SUBSCRIPTIONS,
+        subscriptions=subscriptions,
+        sensors=sensors,
         extra=extra,
     )
     daemon = Daemon(workdir, cfg, http_port=port)
     daemon.start(env=env)
-    daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
+    if broker_port is not None:
+        daemon.wait_mqtt()
     return daemon
+
+
+def start_mqtt_daemon(
+    workdir: Path, broker_port: int, *, extra: str = "", env: dict[str, str] | None = None
+) -> Daemon:
+    """The gateway subscribed to every network server's topics, started and connected."""
+    return start_daemon(workdir, broker_port=broker_port, extra=extra, env=env)
