@@ -178,8 +178,9 @@ async def test_shutdown_waits_for_a_snapshot_in_progress(tmp_path: Path) -> None
         await runner
     crossing(state, "s1", 2, 2)
     closing = asyncio.create_task(committer.close())
-    await asyncio.sleep(0)  # let close start: it must be waiting for the gated files
-    assert not closing.done()
+    # While the files are held, close must not finish: it waits for them.
+    done, _ = await asyncio.wait({closing}, timeout=0.2)
+    assert not done
     store.gate.set()
     assert await closing
     store.journal.close()
