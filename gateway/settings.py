@@ -29,6 +29,12 @@ from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
 from gateway.notification_settings import NotificationSection
 from objects.catalog import MAX_REGIONS, MAX_RULES, SENSOR_POINTS, Model
+from objects.instances import (
+    MAX_SENSOR_NUMBER,
+    block_choices,
+    max_sensor_number,
+    max_sensor_offset,
+)
 from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
 
 ENV_PREFIX = "VS121GW_"
@@ -113,6 +119,21 @@ class BacnetSection(_Strict):
 
     # The Notification Class that routes the alarm rules' BACnet event notifications.
     notification: NotificationSection = NotificationSection()
+    # Instances per sensor number: a point's instance is number x instance_block + offset.
+    # 1000 (the default) serves sensor numbers up to 4193; 500 up to 8387 (see
+    # objects.instances, also for where the alarm rules then sit).
+    instance_block: int = 1000
+
+    @field_validator("instance_block")
+    @classmethod
+    def _block(cls, v: int) -> int:
+        choices = block_choices()
+        if v not in choices:
+            raise ValueError(
+                f"allowed: {', '.join(map(str, choices))} (round blocks that hold a sensor's "
+                f"instance offsets 0..{max_sensor_offset()})"
+            )
+        return v
 
     @field_validator("address")
     @classmethod
@@ -280,7 +301,7 @@ def _limit_keys() -> set[str]:
 class SensorSection(_Strict):
     id: str
     name: str = Field(min_length=1, max_length=40)
-    number: int = Field(ge=1, le=4193)
+    number: int = Field(ge=1, le=MAX_SENSOR_NUMBER)  # and the instance block's own bound
     model: Literal["vs121", "vs121-p"]
     dev_eui: str | None = None
     serial: str | None = None
@@ -474,7 +495,7 @@ class Settings(BaseSettings):
     simulate: SimulateSection = SimulateSection()
     downlinks: DownlinkSection = DownlinkSection()
     daily: DailySection = DailySection()
-    sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
+    sensors: Annotated[list[SensorSection], Field(max_length=MAX_SENSOR_NUMBER)] = []
     alarms: Annotated[list[AlarmSection], Field(max_length=MAX_RULES)] = []
 
     @classmethod
@@ -504,6 +525,7 @@ class Settings(BaseSettings):
                     )
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
+        problems.extend(self._instance_problems())
         if not problems:
             m = self.modbus
             check_addresses = (
@@ -562,6 +584,22 @@ class Settings(BaseSettings):
                 outputs.setdefault(key, i)
         return problems
 
+    def _instance_problems(self) -> list[str]:
+        """Sensor numbers whose instance block would pass the top of the instance range (or
+        reach the alarm rules' instances) with the configured bacnet.instance_block."""
+        block = self.bacnet.instance_block
+        top = max_sensor_number(block)
+        widest = min(block_choices())
+        hint = ""
+        if max_sensor_number(widest) > top:
+            hint = f", or set bacnet.instance_block = {widest} (up to {max_sensor_number(widest)})"
+        return [
+            f"sensors[{i}].number: {s.number} is above {top}, the highest sensor number "
+            f"bacnet.instance_block = {block} allows; allowed: 1..{top}{hint}"
+            for i, s in enumerate(self.sensors)
+            if s.number > top
+        ]
+
     def _modbus_unit_problems(self) -> list[str]:
         """unit_per_sensor addressing: unit ids are sensor numbers, so they must fit and not
         collide with the gateway's own unit id."""
@@ -595,7 +633,14 @@ class Settings(BaseSettings):
         # scale that is 200,000 points and seconds of work). Settings are frozen.
         cached = _RESOLVED.get(id(self))
         if cached is None or cached[0] is not self:
-            cached = (self, resolve(self.sensor_specs(), rules=self.rule_specs()))
+            cached = (
+                self,
+                resolve(
+                    self.sensor_specs(),
+                    rules=self.rule_specs(),
+                    bacnet_block=self.bacnet.instance_block,
+                ),
+            )
             _RESOLVED.clear()
             _RESOLVED[id(self)] = cached
         return list(cached[1])

@@ -14,7 +14,6 @@ from objects.catalog import (
     MAX_REGIONS,
     MAX_RULES,
     MODBUS_BLOCK,
-    RULE_BACNET_BASE,
     RULE_BACNET_STRIDE,
     RULE_MODBUS_BASE,
     RULE_MODBUS_STRIDE,
@@ -25,9 +24,9 @@ from objects.catalog import (
     Units,
     points_for,
 )
+from objects.instances import MAX_BACNET_INSTANCE, rule_bacnet_base
 
 GATEWAY_NUMBER = 0
-MAX_BACNET_INSTANCE = 4_194_302
 MAX_MODBUS_ADDRESS = 65_535
 
 # A commandable point's priority array travels in the state next to its present value, as one
@@ -146,11 +145,12 @@ def _resolve_one(
     key: str,
     region: int | None,
     spec: SensorSpec | None,
+    bacnet_block: int = BACNET_BLOCK,
 ) -> ResolvedPoint:
     step = 0 if region is None else region - 1
     fmt = {"sensor": display, "n": region if region is not None else ""}
     name = point.name.format(**fmt)
-    instance = number * BACNET_BLOCK + point.bacnet_offset + step
+    instance = number * bacnet_block + point.bacnet_offset + step
     cov = point.cov_increment
     if spec is not None:
         name = spec.names.get(key, name)
@@ -185,8 +185,9 @@ def gateway_points(device_name: str = "Gateway") -> list[ResolvedPoint]:
     ]
 
 
-def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
-    """All points of one sensor, honouring its exclusions and overrides."""
+def sensor_points(spec: SensorSpec, *, bacnet_block: int = BACNET_BLOCK) -> list[ResolvedPoint]:
+    """All points of one sensor, honouring its exclusions and overrides; `bacnet_block` is the
+    instance block size (``bacnet.instance_block``, see `objects.instances`)."""
     out: list[ResolvedPoint] = []
     for point in points_for(spec.model):
         if point.key in spec.exclude:
@@ -196,17 +197,25 @@ def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
                 continue
             out.append(
                 _resolve_one(
-                    spec.id, spec.name, spec.number, point, key=key, region=region, spec=spec
+                    spec.id,
+                    spec.name,
+                    spec.number,
+                    point,
+                    key=key,
+                    region=region,
+                    spec=spec,
+                    bacnet_block=bacnet_block,
                 )
             )
     return out
 
 
-def rule_points(rule: RuleSpec) -> list[ResolvedPoint]:
-    """The points of one alarm rule, in the gateway's block at the rule's own stride."""
+def rule_points(rule: RuleSpec, *, bacnet_block: int = BACNET_BLOCK) -> list[ResolvedPoint]:
+    """The points of one alarm rule at the rule's own stride: in the gateway's block with the
+    default instance block, at the top of the instance range with any other."""
     if not 1 <= rule.number <= MAX_RULES:
         raise ValueError(f"alarm rule {rule.id!r}: number {rule.number} outside 1..{MAX_RULES}")
-    bacnet_base = RULE_BACNET_BASE + (rule.number - 1) * RULE_BACNET_STRIDE
+    bacnet_base = rule_bacnet_base(bacnet_block) + (rule.number - 1) * RULE_BACNET_STRIDE
     modbus_base = RULE_MODBUS_BASE + (rule.number - 1) * RULE_MODBUS_STRIDE
     out = []
     for point in points_for(Model.ALARM):
@@ -233,14 +242,15 @@ def resolve(
     *,
     with_gateway: bool = True,
     rules: Sequence[RuleSpec] = (),
+    bacnet_block: int = BACNET_BLOCK,
 ) -> list[ResolvedPoint]:
     """Every point the gateway serves for these sensors (and alarm rules), gateway points
     first, then the rules, then the sensors."""
     out = gateway_points() if with_gateway else []
     for rule in sorted(rules, key=lambda r: r.number):
-        out.extend(rule_points(rule))
+        out.extend(rule_points(rule, bacnet_block=bacnet_block))
     for spec in sorted(sensors, key=lambda s: s.number):
-        out.extend(sensor_points(spec))
+        out.extend(sensor_points(spec, bacnet_block=bacnet_block))
     return out
 
 
