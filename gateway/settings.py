@@ -198,7 +198,9 @@ class ModbusSection(_Strict):
     word_order: Literal["high_first", "low_first"] = "high_first"
     # "blocks": one device, sensor n at n x 200 + offset. "unit_per_sensor": unit id = sensor
     # number (1..247), the same layout in every unit, the gateway's block on gateway_unit_id.
-    addressing: Literal["blocks", "unit_per_sensor"] = "blocks"
+    # "unit_blocks": 100 sensors per unit id, sensor n on unit 1 + n // 100 at
+    # (n % 100) x 200 + offset; unit 1 is the blocks layout (gateway's block included).
+    addressing: Literal["blocks", "unit_per_sensor", "unit_blocks"] = "blocks"
     gateway_unit_id: int = Field(247, ge=1, le=247)
     # Sensors the addressing mode cannot reach (blocks: number above 327; unit_per_sensor:
     # above 247): a config error naming them, or served on BACnet only with one warning.
@@ -528,11 +530,15 @@ class Settings(BaseSettings):
         problems.extend(self._instance_problems())
         if not problems:
             m = self.modbus
+            unit_problems = self._modbus_unit_problems()
             check_addresses = (
-                m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error"
+                m.served
+                and m.addressing == "blocks"
+                and m.unaddressable_sensors == "error"
+                and not unit_problems  # already named, one line per sensor
             )
+            problems.extend(unit_problems)
             problems.extend(find_conflicts(self.points(), modbus=check_addresses))
-            problems.extend(self._modbus_unit_problems())
         if problems:
             # one line each in describe_errors, and only the first few of thousands
             raise ValueError("\n".join(summarise_problems(problems)))
@@ -604,6 +610,8 @@ class Settings(BaseSettings):
         """unit_per_sensor addressing: unit ids are sensor numbers, so they must fit and not
         collide with the gateway's own unit id."""
         m = self.modbus
+        if m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error":
+            return self._beyond_blocks()
         if not m.served or m.addressing != "unit_per_sensor":
             return []
         problems: list[str] = []
@@ -620,6 +628,23 @@ class Settings(BaseSettings):
                     'modbus.unaddressable_sensors = "bacnet_only"'
                 )
         return problems
+
+    def _beyond_blocks(self) -> list[str]:
+        """blocks addressing: sensors whose block does not fit in the 65536 addresses."""
+        from gateway.modbus.units import (  # noqa: PLC0415  (the Modbus package imports this one)
+            MAX_BLOCK_SENSOR,
+            MAX_UNIT_BLOCKS_SENSOR,
+        )
+
+        return [
+            f"sensors[{i}].number: {s.number} has no Modbus address with modbus.addressing = "
+            f'"blocks": its block would reach beyond 65535 (sensor numbers 1..{MAX_BLOCK_SENSOR} '
+            "fit); set "
+            f'modbus.addressing = "unit_blocks" (1..{MAX_UNIT_BLOCKS_SENSOR}, 100 sensors per '
+            'unit id), renumber it, or set modbus.unaddressable_sensors = "bacnet_only"'
+            for i, s in enumerate(self.sensors)
+            if s.number > MAX_BLOCK_SENSOR
+        ]
 
     def sensor_specs(self) -> list[SensorSpec]:
         return [s.spec() for s in self.sensors]

@@ -3,6 +3,8 @@ number, the alarm rules move to a place no sensor can reach, the default moves n
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,8 +12,10 @@ import pytest
 import pytest_asyncio
 from bacnet_peer.harness import Peer
 from bacnet_peer.rig import Rig
+from test_bacnet_server import object_list
 
 from gateway.errors import ConfigError
+from gateway.pointdocs import NOTIFICATION_CLASS_TYPE_CODE, OBJECT_TYPE_CODES, points_text
 from gateway.settings import load_settings
 from objects.catalog import Model
 from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
@@ -191,3 +195,37 @@ async def test_a_peer_reads_the_wide_scheme_as_the_formula_says(rig: Rig, client
         "read", address=rig.address, object="binary-input,500", property="objectName"
     )
     assert old["value"] == "Sensor 1 Online"
+
+
+@pytest.mark.asyncio
+async def test_the_ede_export_of_the_wide_scheme_is_what_is_served(
+    tmp_path: Path, client: Peer
+) -> None:
+    text = "[bacnet]\ninstance_block = 500\n" + MODBUS_OFF + sensors(1, 4999, 8000) + alarms(1)
+    settings = load_settings(write(tmp_path, text))
+    ede = points_text(settings, "ede")
+    rows = [r for r in csv.reader(io.StringIO(ede), delimiter=";") if r and r[0][0] != "#"][5:]
+    codes: dict[int, str] = {code: t.value for t, code in OBJECT_TYPE_CODES.items()}
+    codes[NOTIFICATION_CLASS_TYPE_CODE] = "notification-class"
+    exported = {f"{codes[int(r[3])]},{r[4]}": r[2] for r in rows[1:]}
+    assert exported["analog-input,2499501"] == "S4999 People Count"
+    assert exported["binary-input,4194000"] == "Crowd 1 Overcrowded"
+    r = Rig(
+        tmp_path / "rig",
+        sensors=tuple(settings.sensor_specs()),
+        rules=tuple(settings.rule_specs()),
+        instance_block=500,
+    )
+    await r.start()
+    try:
+        served = await object_list(client, r)
+        assert set(served) - {r.device, "network-port,1"} == set(exported)
+        names = {}
+        objects = sorted(exported)
+        for start in range(0, len(objects), 50):
+            specs = [[o, ["objectName"]] for o in objects[start : start + 50]]
+            answer = await client.call("rpm", address=r.address, specs=specs)
+            names.update({obj: entry["value"] for obj, _, _, entry in answer["results"]})
+        assert names == exported
+    finally:
+        await r.stop()
