@@ -6,6 +6,7 @@ result of `resolve`, so they cannot drift apart. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -185,28 +186,100 @@ def gateway_points(device_name: str = "Gateway") -> list[ResolvedPoint]:
     ]
 
 
+_HOLE = "\x00"  # where the sensor's name goes in a name template
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """One expanded point of a sensor shape, all but the sensor's own parts worked out."""
+
+    key: str
+    region: int | None
+    point: Point
+    name_parts: tuple[str, ...]  # joined with the sensor's display name
+    description: str
+    bacnet_offset: int
+    modbus_offset: int | None
+
+
+@functools.lru_cache(maxsize=64)
+def _templates(model: Model, region_count: int, exclude: frozenset[str]) -> tuple[_Template, ...]:
+    """The expanded points of every sensor of this shape: at site scale thousands of sensors
+    share a handful of shapes, so names and keys are formatted once, not once per sensor."""
+    out = []
+    for point in points_for(model):
+        if point.key in exclude:
+            continue
+        for key, region in _expand(point, region_count):
+            if key in exclude:
+                continue
+            step = 0 if region is None else region - 1
+            n = "" if region is None else region
+            spec = point.modbus
+            out.append(
+                _Template(
+                    key=key,
+                    region=region,
+                    point=point,
+                    name_parts=tuple(point.name.format(sensor=_HOLE, n=n).split(_HOLE)),
+                    description=point.description.format(sensor=_HOLE, n=n),
+                    bacnet_offset=point.bacnet_offset + step,
+                    modbus_offset=None if spec is None else spec.offset + step * spec.width,
+                )
+            )
+    return tuple(out)
+
+
+def sensor_keys(spec: SensorSpec) -> tuple[tuple[str, Point], ...]:
+    """(key, catalog point) of every point of one sensor, without resolving them: what the
+    state needs, one tuple shared by every sensor of the same shape."""
+    return _keys_of(spec.model, spec.region_count, spec.exclude)
+
+
+@functools.lru_cache(maxsize=64)
+def _keys_of(
+    model: Model, region_count: int, exclude: frozenset[str]
+) -> tuple[tuple[str, Point], ...]:
+    return tuple((t.key, t.point) for t in _templates(model, region_count, exclude))
+
+
 def sensor_points(spec: SensorSpec, *, bacnet_block: int = BACNET_BLOCK) -> list[ResolvedPoint]:
     """All points of one sensor, honouring its exclusions and overrides; `bacnet_block` is the
     instance block size (``bacnet.instance_block``, see `objects.instances`)."""
+    sid, display, number = spec.id, spec.name, spec.number
+    first_instance = number * bacnet_block
+    first_address = number * MODBUS_BLOCK
+    overridden = bool(spec.names or spec.instances or spec.cov_increments or spec.high_limits)
     out: list[ResolvedPoint] = []
-    for point in points_for(spec.model):
-        if point.key in spec.exclude:
-            continue
-        for key, region in _expand(point, spec.region_count):
-            if key in spec.exclude:
-                continue
-            out.append(
-                _resolve_one(
-                    spec.id,
-                    spec.name,
-                    spec.number,
-                    point,
-                    key=key,
-                    region=region,
-                    spec=spec,
-                    bacnet_block=bacnet_block,
-                )
+    for t in _templates(spec.model, spec.region_count, spec.exclude):
+        point, key = t.point, t.key
+        name = display.join(t.name_parts)
+        instance = first_instance + t.bacnet_offset
+        cov = point.cov_increment
+        limit = None
+        if overridden:
+            name = spec.names.get(key, name)
+            instance = spec.instances.get(key, instance)
+            cov = spec.cov_increments.get(key, cov)
+            if point.limit_events:
+                limit = spec.high_limits.get(key)
+        address = None if t.modbus_offset is None else first_address + t.modbus_offset
+        out.append(
+            ResolvedPoint(
+                sid,
+                number,
+                key,
+                t.region,
+                point,
+                name,
+                t.description,
+                instance,
+                cov,
+                address,
+                None,
+                limit,
             )
+        )
     return out
 
 
