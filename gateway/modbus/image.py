@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from dataclasses import replace
+from typing import NamedTuple, Protocol
 
 from gateway.modbus.encoding import WordOrder, encode
 from gateway.modbus.layout import (
@@ -20,8 +20,8 @@ from gateway.modbus.layout import (
     BIT_TABLES,
     Cell,
     Table,
-    cells,
     readable_blocks,
+    tables_of,
 )
 from gateway.state import Change
 from objects.catalog import ModbusKind
@@ -31,15 +31,18 @@ _SWAP_TO_BIG_ENDIAN = sys.byteorder == "little"
 _BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """Where one point's value is stored and how it is encoded."""
+class _Slot(NamedTuple):
+    """Where one point's value is stored and how it is encoded (a tuple: one per point, so
+    hundreds of thousands at site scale)."""
 
     table: Table | None  # None: the shared register array; else the bit table
     address: int
     width: int
     scale: int
     signed: bool
+
+
+_WRITE_TABLES = (Table.COIL, Table.HOLDING)
 
 
 class ImageView(Protocol):
@@ -75,18 +78,23 @@ class RegisterImage:
             self._readable[block.table][r.start : r.stop] = b"\x01" * len(r)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._writable: dict[tuple[Table, int], Cell] = {}
-        for cell in cells(points):
-            rp = cell.point
+        readable = self._readable
+        for rp in points:
             spec = rp.point.modbus
-            assert spec is not None  # cells() only yields points with a Modbus placement
-            table = None if spec.kind is ModbusKind.REGISTER else cell.table
+            address = rp.modbus_address
+            if spec is None or address is None:
+                continue
+            tables = tables_of(rp.point)  # the same placement as `cells`, one point at a time
+            width, end = spec.width, address + spec.width
+            table = None if spec.kind is ModbusKind.REGISTER else tables[0]
             self._slots[(rp.sensor_id, rp.key)] = _Slot(
-                table, cell.address, cell.width, spec.scale, spec.signed
+                table, address, width, spec.scale, spec.signed
             )
-            # A point is readable even if it lies outside its template's block.
-            self._readable[cell.table][cell.address : cell.end] = b"\x01" * cell.width
-            if rp.writable and cell.table in (Table.COIL, Table.HOLDING):
-                self._writable[(cell.table, cell.address)] = cell
+            for t in tables:
+                # A point is readable even if it lies outside its template's block.
+                readable[t][address:end] = b"\x01" * width
+                if rp.writable and t in _WRITE_TABLES:
+                    self._writable[(t, address)] = Cell(t, address, rp)
 
     @property
     def word_order(self) -> WordOrder:
