@@ -37,7 +37,7 @@ from gateway.pointdocs import render_modbus_csv
 from gateway.settings import load_settings
 from gateway.state import GatewayState, Report
 from objects.catalog import Model
-from objects.pointmap import ResolvedPoint, SensorSpec, resolve
+from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, resolve
 
 # Sensor 1 and 99 on unit 1 (the blocks layout), 4999 on unit 50 at 19800, 8000 on unit 81 at 0.
 SPECS = tuple(
@@ -255,3 +255,21 @@ def test_csv_and_ede_name_the_unit_and_the_address_a_request_carries(
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("s4999.people_count_all;"))
     assert row.endswith(";unit 50 19804")
+
+
+def test_unit_1_is_the_blocks_layout_of_sensors_1_to_99_rules_included() -> None:
+    low = [s for s in SPECS if s.number < 100]
+    rules = [
+        RuleSpec(id="crowd", name="Crowd", number=1),
+        RuleSpec(id="hall", name="Hall", number=20),
+    ]
+    pts = resolve(low, rules=rules)
+    blocks = render_modbus_csv(pts, "high_first", modbus_config(tcp_port=5020))
+    units = render_modbus_csv(
+        pts, "high_first", modbus_config(tcp_port=5020, addressing="unit_blocks")
+    )
+    unit_rows = units.splitlines()
+    assert unit_rows[0] == "unit," + blocks.splitlines()[0]
+    assert {row.split(",", 1)[0] for row in unit_rows[1:]} == {"1"}
+    assert [row.split(",", 1)[1] for row in unit_rows] == blocks.splitlines()
+    assert ",Hall Overcrowded," in blocks  # rule 20's points are there too
