@@ -10,6 +10,7 @@ import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from objects import instances
 from objects.catalog import (
     BACNET_BLOCK,
     MAX_REGIONS,
@@ -25,9 +26,10 @@ from objects.catalog import (
     Units,
     points_for,
 )
-from objects.instances import MAX_BACNET_INSTANCE, rule_bacnet_base
+from objects.instances import rule_bacnet_base
 
 GATEWAY_NUMBER = 0
+MAX_BACNET_INSTANCE = instances.MAX_BACNET_INSTANCE
 MAX_MODBUS_ADDRESS = 65_535
 
 # A commandable point's priority array travels in the state next to its present value, as one
