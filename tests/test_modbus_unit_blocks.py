@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import struct
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from helpers.broker import free_port
+from helpers.daemon import Daemon, gateway_config, new_http_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from test_modbus_helpers import (
     GATEWAY_VALUES,
@@ -273,3 +275,27 @@ def test_unit_1_is_the_blocks_layout_of_sensors_1_to_99_rules_included() -> None
     assert {row.split(",", 1)[0] for row in unit_rows[1:]} == {"1"}
     assert [row.split(",", 1)[1] for row in unit_rows] == blocks.splitlines()
     assert ",Hall Overcrowded," in blocks  # rule 20's points are there too
+
+
+def test_the_commissioning_page_shows_the_unit_and_the_address_a_request_carries(
+    tmp_path: Path,
+) -> None:
+    port = new_http_port()
+    text = gateway_config(
+        tmp_path / "state",
+        mqtt_port=None,
+        http_port=port,
+        sensors=SENSOR.format(n=1234),
+        extra='[modbus]\naddressing = "unit_blocks"\n',
+    )
+    daemon = Daemon(tmp_path, text, http_port=port)
+    daemon.start()
+    try:
+        url = f"http://127.0.0.1:{port}/points?q=unit+13%3A+input+6804"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            page = answer.read().decode()
+    finally:
+        assert daemon.stop() == 0
+    assert "S1234 People Count" in page
+    assert "unit 13: input 6804 (306805)" in page
+    assert "S1234 Online" not in page  # the search matched the people count only

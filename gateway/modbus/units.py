@@ -104,10 +104,18 @@ def image_size(cfg: ModbusSection, units: dict[int, int] | None) -> int:
     return max(ADDRESS_SPACE, max(units.values()) + UNIT_SPAN)
 
 
+def on_modbus(cfg: ModbusSection, number: int) -> bool:
+    """Whether the addressing mode reaches sensor `number` (0, the gateway, always)."""
+    if number == 0:
+        return True
+    if cfg.addressing == "unit_per_sensor" and number == cfg.gateway_unit_id:
+        return False
+    return number <= max_sensor_number(cfg)
+
+
 def plan(cfg: ModbusSection, points: Sequence[ResolvedPoint]) -> Plan:
     """Split the points into those served over Modbus and the sensors the scheme cannot reach."""
     unit_mode = cfg.addressing == "unit_per_sensor"
-    highest = max_sensor_number(cfg)
     served: list[ResolvedPoint] = []
     left: dict[str, int] = {}
     numbers: set[int] = set()
@@ -116,7 +124,7 @@ def plan(cfg: ModbusSection, points: Sequence[ResolvedPoint]) -> Plan:
         if rp.sensor_id == "" or rp.rule is not None:
             served.append(rp)  # the gateway's block: always addressable
             continue
-        if number > highest or (unit_mode and number == cfg.gateway_unit_id):
+        if not on_modbus(cfg, number):
             left.setdefault(rp.sensor_id, number)
             continue
         served.append(rp)
