@@ -612,6 +612,19 @@ class Settings(BaseSettings):
         m = self.modbus
         if m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error":
             return self._beyond_blocks()
+        if m.addressing == "unit_blocks":
+            # Unit ids follow from the sensor numbers: a unit id set here would be silently
+            # ignored, and a PLC programmed after it would read the wrong device.
+            return [
+                f"modbus.{key} = {value}: not used with modbus.addressing = "
+                f'"unit_blocks", where the gateway\'s block is on unit 1 and sensor n on unit '
+                "1 + n // 100; remove it"
+                for key, value, given in (
+                    ("gateway_unit_id", m.gateway_unit_id, "gateway_unit_id" in m.model_fields_set),
+                    ("rtu.unit_id", m.rtu.unit_id, "unit_id" in m.rtu.model_fields_set),
+                )
+                if given
+            ]
         if not m.served or m.addressing != "unit_per_sensor":
             return []
         problems: list[str] = []

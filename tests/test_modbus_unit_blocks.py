@@ -219,6 +219,18 @@ def test_a_mode_that_does_not_exist_is_named_with_the_allowed_ones(tmp_path: Pat
     assert "'blocks'" in msg
 
 
+def test_unit_ids_set_by_hand_are_refused_in_unit_blocks(tmp_path: Path) -> None:
+    text = (
+        '[modbus]\naddressing = "unit_blocks"\ngateway_unit_id = 200\n'
+        "[modbus.rtu]\nunit_id = 5\n" + SENSOR.format(n=1)
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, text))
+    msg = str(err.value)
+    assert 'modbus.gateway_unit_id = 200: not used with modbus.addressing = "unit_blocks"' in msg
+    assert "modbus.rtu.unit_id = 5: not used" in msg
+
+
 def test_blocks_mode_points_at_unit_blocks_for_sensors_it_cannot_reach(tmp_path: Path) -> None:
     text = "[bacnet]\ninstance_block = 500\n" + SENSOR.format(n=4999)
     with pytest.raises(ConfigError) as err:
