@@ -176,6 +176,7 @@ class Gateway:
             # collection, which paused the loop for hundreds of milliseconds.
             gc.collect()
             gc.freeze()
+            gc.enable()  # `vs121-gateway run` starts with it off (see gateway.cli)
             self.ready.set()
             self.notifier.ready(self._status_line())
             self._spawn(watchdog_loop(self.notifier, self._healthy), "watchdog")

@@ -9,7 +9,15 @@ from datetime import date
 from typing import TYPE_CHECKING
 
 from gateway.modbus.layout import readable_blocks
-from gateway.modbus.units import MAX_BLOCK_SENSOR, MAX_UNIT_ID, plan
+from gateway.modbus.units import (
+    MAX_BLOCK_SENSOR,
+    MAX_UNIT_BLOCKS_SENSOR,
+    MAX_UNIT_ID,
+    SENSORS_PER_UNIT,
+    image_size,
+    placement,
+    plan,
+)
 from gateway.settings import ModbusSection
 from objects.catalog import MODBUS_BLOCK, NOTIFICATION_CLASS_WRITABLE, ObjectType, Units
 from objects.pointmap import ResolvedPoint, modbus_tables
@@ -41,7 +49,43 @@ def _abbrev(t: ObjectType) -> str:
     return "".join(w[0] for w in t.value.split("-")).upper()
 
 
-def table_rows(points: Sequence[ResolvedPoint]) -> list[list[str]]:
+class _Where:
+    """Where each point is on Modbus, as the configured addressing mode serves it."""
+
+    def __init__(self, points: Sequence[ResolvedPoint], modbus: ModbusSection | None) -> None:
+        self._modbus = modbus
+        left = plan(modbus, points).left_out if modbus is not None else []
+        self._left = {sid for sid, _ in left}
+
+    def unit_and_address(self, p: ResolvedPoint) -> tuple[int | None, int] | None:
+        if p.modbus_address is None or p.sensor_id in self._left:
+            return None
+        if self._modbus is None:
+            return None, p.modbus_address
+        return placement(self._modbus, p.sensor_number, p.modbus_address)
+
+    def summary(self, p: ResolvedPoint) -> str:
+        where = self.unit_and_address(p)
+        if where is None:
+            return ""
+        unit, address = where
+        cells = ",".join(f"{t}:{address}" for t in modbus_tables(p))
+        return cells if unit is None else f"unit {unit} {cells}"
+
+    def address(self, p: ResolvedPoint) -> str:
+        where = self.unit_and_address(p)
+        if where is None:
+            return ""
+        unit, address = where
+        return str(address) if unit is None else f"unit {unit} {address}"
+
+
+def table_rows(
+    points: Sequence[ResolvedPoint], modbus: ModbusSection | None = None
+) -> list[list[str]]:
+    """One row per point; with `modbus`, Modbus places as that addressing mode serves them
+    (a unit id first in the unit modes, nothing for a sensor left off Modbus)."""
+    where = _Where(points, modbus)
     rows = [
         ["sensor", "key", "object", "name", "units", "cov", "writable", "modbus", "description"]
     ]
@@ -55,21 +99,15 @@ def table_rows(points: Sequence[ResolvedPoint]) -> list[list[str]]:
                 p.units.value,
                 "" if p.cov_increment is None else f"{p.cov_increment:g}",
                 "yes" if p.writable else "no",
-                _modbus_summary(p),
+                where.summary(p),
                 p.description,
             ]
         )
     return rows
 
 
-def _modbus_summary(p: ResolvedPoint) -> str:
-    if p.modbus_address is None:
-        return ""
-    return ",".join(f"{t}:{p.modbus_address}" for t in modbus_tables(p))
-
-
-def render_table(points: Sequence[ResolvedPoint]) -> str:
-    rows = table_rows(points)
+def render_table(points: Sequence[ResolvedPoint], modbus: ModbusSection | None = None) -> str:
+    rows = table_rows(points, modbus)
     shown = [r[:-1] for r in rows]  # descriptions are in the CSV; the table stays readable
     widths = [max(len(r[i]) for r in shown) for i in range(len(shown[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in shown]
@@ -77,9 +115,9 @@ def render_table(points: Sequence[ResolvedPoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_csv(points: Sequence[ResolvedPoint]) -> str:
+def render_csv(points: Sequence[ResolvedPoint], modbus: ModbusSection | None = None) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerows(table_rows(points))
+    csv.writer(out, lineterminator="\n").writerows(table_rows(points, modbus))
     return out.getvalue()
 
 
@@ -92,8 +130,12 @@ def render_ede(
     device_description: str = "",
     today: date | None = None,
     notification_class: int | None = None,
+    modbus: ModbusSection | None = None,
 ) -> str:
-    """The BACnet EDE 2.3 engineering-data-exchange file (semicolon CSV) for BMS import."""
+    """The BACnet EDE 2.3 engineering-data-exchange file (semicolon CSV) for BMS import. The
+    vendor-specific address is the point's Modbus address (with `modbus`: as that addressing
+    mode serves it, "unit U A" in the unit modes)."""
+    where = _Where(points, modbus)
     stamp = (today or date.today()).isoformat()
     out = io.StringIO()
     w = csv.writer(out, delimiter=";", lineterminator="\n")
@@ -166,7 +208,7 @@ def render_ede(
                 "",
                 "",
                 UNIT_CODES[p.units] if analog else "",
-                "" if p.modbus_address is None else str(p.modbus_address),
+                where.address(p),
             ]
         )
     return out.getvalue()
@@ -175,12 +217,11 @@ def render_ede(
 def _placement(p: ResolvedPoint, modbus: ModbusSection | None) -> tuple[list[str], int]:
     """(the unit column, if any; the address a request carries) of a point with an address."""
     assert p.modbus_address is not None
-    if modbus is None or modbus.addressing != "unit_per_sensor":
+    if not _unit_mode(modbus):
         return [], p.modbus_address
-    if p.sensor_id == "" or p.rule is not None:
-        return [str(modbus.gateway_unit_id)], p.modbus_address
-    number = p.sensor_number
-    return [str(number)], p.modbus_address - number * MODBUS_BLOCK
+    assert modbus is not None
+    unit, address = placement(modbus, p.sensor_number, p.modbus_address)
+    return [str(unit)], address
 
 
 def _served(points: Sequence[ResolvedPoint], modbus: ModbusSection | None) -> list[ResolvedPoint]:
@@ -188,7 +229,7 @@ def _served(points: Sequence[ResolvedPoint], modbus: ModbusSection | None) -> li
 
 
 def _unit_mode(modbus: ModbusSection | None) -> bool:
-    return modbus is not None and modbus.addressing == "unit_per_sensor"
+    return modbus is not None and modbus.addressing != "blocks"
 
 
 def modbus_rows(
@@ -280,15 +321,16 @@ def modbus_block_rows(
             "plc_last",
         ]
     ]
-    for b in readable_blocks(_served(points, modbus)):
+    served = plan(modbus or ModbusSection(), points)
+    space = image_size(modbus or ModbusSection(), served.units)
+    for b in readable_blocks(served.points, space=space):
         first, last = b.addresses.start, b.addresses.stop - 1
         unit: list[str] = []
         if unit_mode:
             assert modbus is not None
-            gateway = b.sensor_number == 0
-            unit = [str(modbus.gateway_unit_id if gateway else b.sensor_number)]
-            base = 0 if gateway else b.sensor_number * MODBUS_BLOCK
-            first, last = first - base, last - base
+            where, first = placement(modbus, b.sensor_number, first)
+            last = first + len(b.addresses) - 1
+            unit = [str(where)]
         prefix = TABLE_PREFIX[b.table.value]
         rows.append(
             [
@@ -344,7 +386,7 @@ def render_modbus_markdown(
         "",
         "## Addressing",
         "",
-        f'This map uses `modbus.addressing = "{cfg.addressing}"`. The two modes:',
+        f'This map uses `modbus.addressing = "{cfg.addressing}"`. The three modes:',
         "",
         "- `blocks` (default): one device. Sensor *n* has its points at *n* x 200 + offset, the "
         "gateway (heartbeat, status, alarm rules) at 0-199. Modbus RTU answers only "
@@ -356,6 +398,15 @@ def render_modbus_markdown(
         "RTU answers exactly these unit ids and stays silent to every other; Modbus TCP answers "
         "others with exception 0B. A read never crosses from one unit's block into another's "
         f"(02). Sensors numbered above {MAX_UNIT_ID} have no unit id.",
+        f"- `unit_blocks`: {SENSORS_PER_UNIT} sensors per unit id. Sensor *n* is on unit "
+        f"1 + *n* div {SENSORS_PER_UNIT}, at (*n* mod {SENSORS_PER_UNIT}) x {MODBUS_BLOCK} + "
+        f"offset: sensor 1234 on unit 13 at {34 * MODBUS_BLOCK} + offset. Unit 1 is the "
+        f"`blocks` layout of sensors 1-{SENSORS_PER_UNIT - 1}, with the gateway's block at "
+        f"0-199; unit 2 holds sensors {SENSORS_PER_UNIT}-{2 * SENSORS_PER_UNIT - 1} (sensor "
+        f"{SENSORS_PER_UNIT} at 0), and so on. Unit 1 and every unit holding a configured "
+        "sensor answer; Modbus RTU stays silent to other unit ids, Modbus TCP answers them with "
+        "exception 0B. A read never crosses the end of a unit (02). Sensors numbered above "
+        f"{MAX_UNIT_BLOCKS_SENSOR} have no unit id.",
         "- Sensors a mode cannot address are a configuration error naming them, unless "
         '`modbus.unaddressable_sensors = "bacnet_only"`: then they are served on BACnet only, '
         "named in one warning at start and listed under *Not on Modbus*. Switching modes moves "
@@ -391,9 +442,9 @@ def points_text(settings: Settings, fmt: str) -> str:
     points = settings.points()
     order = settings.modbus.word_order
     if fmt == "table":
-        return render_table(points)
+        return render_table(points, settings.modbus)
     if fmt == "csv":
-        return render_csv(points)
+        return render_csv(points, settings.modbus)
     if fmt == "ede":
         return render_ede(
             points,
@@ -402,6 +453,7 @@ def points_text(settings: Settings, fmt: str) -> str:
             device_description=settings.bacnet.description,
             project=settings.gateway.name,
             notification_class=settings.bacnet.notification.instance,
+            modbus=settings.modbus,
         )
     if fmt == "modbus":
         return render_modbus_markdown(points, order, settings.modbus)

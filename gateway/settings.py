@@ -29,6 +29,12 @@ from gateway.errors import ConfigError
 from gateway.mqtt_settings import MqttSection
 from gateway.notification_settings import NotificationSection
 from objects.catalog import MAX_REGIONS, MAX_RULES, SENSOR_POINTS, Model
+from objects.instances import (
+    MAX_SENSOR_NUMBER,
+    block_choices,
+    max_sensor_number,
+    max_sensor_offset,
+)
 from objects.pointmap import ResolvedPoint, RuleSpec, SensorSpec, find_conflicts, resolve
 
 ENV_PREFIX = "VS121GW_"
@@ -116,6 +122,21 @@ class BacnetSection(_Strict):
 
     # The Notification Class that routes the alarm rules' BACnet event notifications.
     notification: NotificationSection = NotificationSection()
+    # Instances per sensor number: a point's instance is number x instance_block + offset.
+    # 1000 (the default) serves sensor numbers up to 4193; 500 up to 8387 (see
+    # objects.instances, also for where the alarm rules then sit).
+    instance_block: int = 1000
+
+    @field_validator("instance_block")
+    @classmethod
+    def _block(cls, v: int) -> int:
+        choices = block_choices()
+        if v not in choices:
+            raise ValueError(
+                f"allowed: {', '.join(map(str, choices))} (round blocks that hold a sensor's "
+                f"instance offsets 0..{max_sensor_offset()})"
+            )
+        return v
 
     @field_validator("address")
     @classmethod
@@ -180,7 +201,9 @@ class ModbusSection(_Strict):
     word_order: Literal["high_first", "low_first"] = "high_first"
     # "blocks": one device, sensor n at n x 200 + offset. "unit_per_sensor": unit id = sensor
     # number (1..247), the same layout in every unit, the gateway's block on gateway_unit_id.
-    addressing: Literal["blocks", "unit_per_sensor"] = "blocks"
+    # "unit_blocks": 100 sensors per unit id, sensor n on unit 1 + n // 100 at
+    # (n % 100) x 200 + offset; unit 1 is the blocks layout (gateway's block included).
+    addressing: Literal["blocks", "unit_per_sensor", "unit_blocks"] = "blocks"
     gateway_unit_id: int = Field(247, ge=1, le=247)
     # Sensors the addressing mode cannot reach (blocks: number above 327; unit_per_sensor:
     # above 247): a config error naming them, or served on BACnet only with one warning.
@@ -284,7 +307,7 @@ def _limit_keys() -> set[str]:
 class SensorSection(_Strict):
     id: str
     name: str = Field(min_length=1, max_length=40)
-    number: int = Field(ge=1, le=4193)
+    number: int = Field(ge=1, le=MAX_SENSOR_NUMBER)  # and the instance block's own bound
     model: Literal["vs121", "vs121-p"]
     dev_eui: str | None = None
     serial: str | None = None
@@ -478,7 +501,7 @@ class Settings(BaseSettings):
     simulate: SimulateSection = SimulateSection()
     downlinks: DownlinkSection = DownlinkSection()
     daily: DailySection = DailySection()
-    sensors: Annotated[list[SensorSection], Field(max_length=4193)] = []
+    sensors: Annotated[list[SensorSection], Field(max_length=MAX_SENSOR_NUMBER)] = []
     alarms: Annotated[list[AlarmSection], Field(max_length=MAX_RULES)] = []
 
     @classmethod
@@ -508,13 +531,18 @@ class Settings(BaseSettings):
                     )
                 seen.setdefault(value, i)
         problems.extend(self._alarm_problems())
+        problems.extend(self._instance_problems())
         if not problems:
             m = self.modbus
+            unit_problems = self._modbus_unit_problems()
             check_addresses = (
-                m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error"
+                m.served
+                and m.addressing == "blocks"
+                and m.unaddressable_sensors == "error"
+                and not unit_problems  # already named, one line per sensor
             )
+            problems.extend(unit_problems)
             problems.extend(find_conflicts(self.points(), modbus=check_addresses))
-            problems.extend(self._modbus_unit_problems())
         if problems:
             # one line each in describe_errors, and only the first few of thousands
             raise ValueError("\n".join(summarise_problems(problems)))
@@ -566,10 +594,41 @@ class Settings(BaseSettings):
                 outputs.setdefault(key, i)
         return problems
 
+    def _instance_problems(self) -> list[str]:
+        """Sensor numbers whose instance block would pass the top of the instance range (or
+        reach the alarm rules' instances) with the configured bacnet.instance_block."""
+        block = self.bacnet.instance_block
+        top = max_sensor_number(block)
+        widest = min(block_choices())
+        hint = ""
+        if max_sensor_number(widest) > top:
+            hint = f", or set bacnet.instance_block = {widest} (up to {max_sensor_number(widest)})"
+        return [
+            f"sensors[{i}].number: {s.number} is above {top}, the highest sensor number "
+            f"bacnet.instance_block = {block} allows; allowed: 1..{top}{hint}"
+            for i, s in enumerate(self.sensors)
+            if s.number > top
+        ]
+
     def _modbus_unit_problems(self) -> list[str]:
         """unit_per_sensor addressing: unit ids are sensor numbers, so they must fit and not
         collide with the gateway's own unit id."""
         m = self.modbus
+        if m.served and m.addressing == "blocks" and m.unaddressable_sensors == "error":
+            return self._beyond_blocks()
+        if m.addressing == "unit_blocks":
+            # Unit ids follow from the sensor numbers: a unit id set here would be silently
+            # ignored, and a PLC programmed after it would read the wrong device.
+            return [
+                f"modbus.{key} = {value}: not used with modbus.addressing = "
+                f'"unit_blocks", where the gateway\'s block is on unit 1 and sensor n on unit '
+                "1 + n // 100; remove it"
+                for key, value, given in (
+                    ("gateway_unit_id", m.gateway_unit_id, "gateway_unit_id" in m.model_fields_set),
+                    ("rtu.unit_id", m.rtu.unit_id, "unit_id" in m.rtu.model_fields_set),
+                )
+                if given
+            ]
         if not m.served or m.addressing != "unit_per_sensor":
             return []
         problems: list[str] = []
@@ -587,6 +646,23 @@ class Settings(BaseSettings):
                 )
         return problems
 
+    def _beyond_blocks(self) -> list[str]:
+        """blocks addressing: sensors whose block does not fit in the 65536 addresses."""
+        from gateway.modbus.units import (  # noqa: PLC0415  (the Modbus package imports this one)
+            MAX_BLOCK_SENSOR,
+            MAX_UNIT_BLOCKS_SENSOR,
+        )
+
+        return [
+            f"sensors[{i}].number: {s.number} has no Modbus address with modbus.addressing = "
+            f'"blocks": its block would reach beyond 65535 (sensor numbers 1..{MAX_BLOCK_SENSOR} '
+            "fit); set "
+            f'modbus.addressing = "unit_blocks" (1..{MAX_UNIT_BLOCKS_SENSOR}, 100 sensors per '
+            'unit id), renumber it, or set modbus.unaddressable_sensors = "bacnet_only"'
+            for i, s in enumerate(self.sensors)
+            if s.number > MAX_BLOCK_SENSOR
+        ]
+
     def sensor_specs(self) -> list[SensorSpec]:
         return [s.spec() for s in self.sensors]
 
@@ -599,7 +675,14 @@ class Settings(BaseSettings):
         # scale that is 200,000 points and seconds of work). Settings are frozen.
         cached = _RESOLVED.get(id(self))
         if cached is None or cached[0] is not self:
-            cached = (self, resolve(self.sensor_specs(), rules=self.rule_specs()))
+            cached = (
+                self,
+                resolve(
+                    self.sensor_specs(),
+                    rules=self.rule_specs(),
+                    bacnet_block=self.bacnet.instance_block,
+                ),
+            )
             _RESOLVED.clear()
             _RESOLVED[id(self)] = cached
         return list(cached[1])

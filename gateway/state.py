@@ -24,6 +24,7 @@ The state is plain data; `gateway.store` persists it and the application wires i
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -37,7 +38,7 @@ from gateway import pointstatus
 from gateway.daily import UTC_MIDNIGHT, DailyTotals, DayClock
 from gateway.linecount import LineLedger
 from objects.catalog import Model, ObjectType, Source
-from objects.pointmap import SensorSpec, sensor_points
+from objects.pointmap import SensorSpec, sensor_keys
 
 log = logging.getLogger("gateway.state")
 
@@ -134,7 +135,7 @@ class SensorState:
         """Restore from `to_json` output; raises ValueError/TypeError/KeyError if malformed."""
         if doc.get("version") != STATE_VERSION or doc.get("id") != self.spec.id:
             raise ValueError("state file is for another version or sensor")
-        known = {p.key for p in sensor_points(self.spec)}
+        known = _known_keys(self.spec)
         self.values = {k: _num(v) for k, v in doc["values"].items() if k in known}
         self.as_of = {k: float(v) for k, v in doc["as_of"].items() if k in self.values}
         self.last_report = _opt_float(doc["last_report"])
@@ -178,6 +179,33 @@ def _history_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "timestamp"}
 
 
+# Per sensor shape (model, regions, exclusions), not per sensor: thousands of sensors share a few.
+@functools.lru_cache(maxsize=64)
+def _keys_by_shape(
+    model: Model, region_count: int, exclude: frozenset[str]
+) -> tuple[frozenset[str], frozenset[str]]:
+    keys = sensor_keys(SensorSpec("", "", 0, model, region_count, exclude))
+    every = frozenset(key for key, _ in keys)
+    numeric = frozenset(
+        key
+        for key, point in keys
+        if point.source is Source.SENSOR
+        and point.object_type is not ObjectType.CHARACTERSTRING_VALUE
+    )
+    return every, numeric
+
+
+def _known_keys(spec: SensorSpec) -> frozenset[str]:
+    """Every point key of the sensor."""
+    return _keys_by_shape(spec.model, spec.region_count, spec.exclude)[0]
+
+
+def _numeric_sensor_keys(spec: SensorSpec) -> frozenset[str]:
+    """The sensor's numeric values (text points show the device facts the command service
+    keeps; the state holds numbers only)."""
+    return _keys_by_shape(spec.model, spec.region_count, spec.exclude)[1]
+
+
 class GatewayState:
     """All sensors' state, keyed by sensor id. Single-threaded: call from the event loop."""
 
@@ -209,13 +237,7 @@ class GatewayState:
         # The sensor's numeric values (text points show the device facts the command service
         # keeps; the state holds numbers only).
         self._keys: dict[str, frozenset[str]] = {
-            spec.id: frozenset(
-                p.key
-                for p in sensor_points(spec)
-                if p.point.source is Source.SENSOR
-                and p.object_type is not ObjectType.CHARACTERSTRING_VALUE
-            )
-            for spec, _, _ in sensors
+            spec.id: _numeric_sensor_keys(spec) for spec, _, _ in sensors
         }
         self._subscribers: list[Callable[[Change], None]] = []
         self.dirty: set[str] = set()
@@ -438,25 +460,29 @@ class GatewayState:
         now = self._mono() if now is None else now
         self._watch_clock()
         for s in self.sensors.values():
-            values = self._freshness_values(s, now)
-            if s.daily.roll(self._day.day(now)):
-                values.update(s.daily.values())
-            online = bool(values["online"])
-            changed = {k: v for k, v in values.items() if s.values.get(k) != v}
-            transition: bool | None = None
-            if online != s.online:
-                transition = online
-                s.online = online
-                if not online and s.last_report is not None:
-                    log.warning(
-                        "sensor %s: silent for %.0f s (stale after %.0f s); values flagged stale",
-                        s.spec.id,
-                        now - (s.heard_at or now),
-                        s.stale_after,
-                    )
-            if changed or transition is not None:
-                s.values.update(changed)
-                self._emit(Change(s.spec.id, changed, online=transition))
+            self._tick_one(s, now)
+
+    def _tick_one(self, s: SensorState, now: float) -> None:
+        """Freshness and the day roll of one sensor (see `tick`)."""
+        values = self._freshness_values(s, now)
+        if s.daily.roll(self._day.day(now)):
+            values.update(s.daily.values())
+        online = bool(values["online"])
+        changed = {k: v for k, v in values.items() if s.values.get(k) != v}
+        transition: bool | None = None
+        if online != s.online:
+            transition = online
+            s.online = online
+            if not online and s.last_report is not None:
+                log.warning(
+                    "sensor %s: silent for %.0f s (stale after %.0f s); values flagged stale",
+                    s.spec.id,
+                    now - (s.heard_at or now),
+                    s.stale_after,
+                )
+        if changed or transition is not None:
+            s.values.update(changed)
+            self._emit(Change(s.spec.id, changed, online=transition))
 
     def _watch_clock(self) -> None:
         """Log once per step when the wall clock jumps against the monotonic one."""
@@ -481,7 +507,7 @@ class GatewayState:
         """Values the gateway keeps for a sensor outside its reports (the command delivery
         status): updated and emitted like any change, not journaled (their owner keeps them)."""
         s = self.sensors[sensor_id]
-        known = {p.key for p in sensor_points(s.spec)}
+        known = _known_keys(s.spec)
         changed = {k: v for k, v in values.items() if k in known and s.values.get(k) != v}
         if changed:
             s.values.update(changed)
@@ -543,8 +569,11 @@ class GatewayState:
         s.online = False  # decided by the first tick, against the real clock
         if s.last_report is not None:
             s.heard_at = self._heard_at(s.last_report)
-        self.tick()
-        s.values.update(self._derived(s, self._mono()))
+        # This sensor only: ticking all of them per restored sensor made a restart quadratic
+        # (minutes at 5,000 sensors); the others are decided by their own restore or the tick.
+        now = self._mono()
+        self._tick_one(s, now)
+        s.values.update(self._derived(s, now))
 
     def point_status(self, sensor_id: str) -> dict[str, str]:
         """Each of the sensor's own points: current, stale, not-reported or never-reported."""

@@ -6,7 +6,9 @@ generated from these tables (see `objects.pointmap`). Nothing here does I/O.
 Addressing is stable by construction: a point's BACnet instance is
 ``sensor.number * BACNET_BLOCK + bacnet_offset`` and its Modbus address is
 ``sensor.number * MODBUS_BLOCK + modbus_offset``; neither depends on list order, on which sensors
-exist, or on arrival order. The gateway's own points use number 0.
+exist, or on arrival order. The gateway's own points use number 0. A configuration may choose a
+smaller BACnet block for large sites (``bacnet.instance_block``, see `objects.instances`); the
+Modbus addressing modes place these blocks on unit ids (see `gateway.modbus.units`).
 
 Overcrowding alarm rules (see `gateway.relay`) live inside the gateway's block, which no sensor can
 use: rule number r (1..MAX_RULES, set in the configuration) has its points at BACnet instance

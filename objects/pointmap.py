@@ -6,15 +6,16 @@ result of `resolve`, so they cannot drift apart. Pure functions, no I/O.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from objects import instances
 from objects.catalog import (
     BACNET_BLOCK,
     MAX_REGIONS,
     MAX_RULES,
     MODBUS_BLOCK,
-    RULE_BACNET_BASE,
     RULE_BACNET_STRIDE,
     RULE_MODBUS_BASE,
     RULE_MODBUS_STRIDE,
@@ -25,9 +26,10 @@ from objects.catalog import (
     Units,
     points_for,
 )
+from objects.instances import rule_bacnet_base
 
 GATEWAY_NUMBER = 0
-MAX_BACNET_INSTANCE = 4_194_302
+MAX_BACNET_INSTANCE = instances.MAX_BACNET_INSTANCE
 MAX_MODBUS_ADDRESS = 65_535
 
 # A commandable point's priority array travels in the state next to its present value, as one
@@ -146,11 +148,12 @@ def _resolve_one(
     key: str,
     region: int | None,
     spec: SensorSpec | None,
+    bacnet_block: int = BACNET_BLOCK,
 ) -> ResolvedPoint:
     step = 0 if region is None else region - 1
     fmt = {"sensor": display, "n": region if region is not None else ""}
     name = point.name.format(**fmt)
-    instance = number * BACNET_BLOCK + point.bacnet_offset + step
+    instance = number * bacnet_block + point.bacnet_offset + step
     cov = point.cov_increment
     if spec is not None:
         name = spec.names.get(key, name)
@@ -185,28 +188,109 @@ def gateway_points(device_name: str = "Gateway") -> list[ResolvedPoint]:
     ]
 
 
-def sensor_points(spec: SensorSpec) -> list[ResolvedPoint]:
-    """All points of one sensor, honouring its exclusions and overrides."""
-    out: list[ResolvedPoint] = []
-    for point in points_for(spec.model):
-        if point.key in spec.exclude:
+_HOLE = "\x00"  # where the sensor's name goes in a name template
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """One expanded point of a sensor shape, all but the sensor's own parts worked out."""
+
+    key: str
+    region: int | None
+    point: Point
+    name_parts: tuple[str, ...]  # joined with the sensor's display name
+    description: str
+    bacnet_offset: int
+    modbus_offset: int | None
+
+
+@functools.lru_cache(maxsize=64)
+def _templates(model: Model, region_count: int, exclude: frozenset[str]) -> tuple[_Template, ...]:
+    """The expanded points of every sensor of this shape: at site scale thousands of sensors
+    share a handful of shapes, so names and keys are formatted once, not once per sensor."""
+    out = []
+    for point in points_for(model):
+        if point.key in exclude:
             continue
-        for key, region in _expand(point, spec.region_count):
-            if key in spec.exclude:
+        for key, region in _expand(point, region_count):
+            if key in exclude:
                 continue
+            step = 0 if region is None else region - 1
+            n = "" if region is None else region
+            spec = point.modbus
             out.append(
-                _resolve_one(
-                    spec.id, spec.name, spec.number, point, key=key, region=region, spec=spec
+                _Template(
+                    key=key,
+                    region=region,
+                    point=point,
+                    name_parts=tuple(point.name.format(sensor=_HOLE, n=n).split(_HOLE)),
+                    description=point.description.format(sensor=_HOLE, n=n),
+                    bacnet_offset=point.bacnet_offset + step,
+                    modbus_offset=None if spec is None else spec.offset + step * spec.width,
                 )
             )
+    return tuple(out)
+
+
+def sensor_keys(spec: SensorSpec) -> tuple[tuple[str, Point], ...]:
+    """(key, catalog point) of every point of one sensor, without resolving them: what the
+    state needs, one tuple shared by every sensor of the same shape."""
+    return _keys_of(spec.model, spec.region_count, spec.exclude)
+
+
+@functools.lru_cache(maxsize=64)
+def _keys_of(
+    model: Model, region_count: int, exclude: frozenset[str]
+) -> tuple[tuple[str, Point], ...]:
+    return tuple((t.key, t.point) for t in _templates(model, region_count, exclude))
+
+
+def sensor_points(spec: SensorSpec, *, bacnet_block: int = BACNET_BLOCK) -> list[ResolvedPoint]:
+    """All points of one sensor, honouring its exclusions and overrides; `bacnet_block` is the
+    instance block size (``bacnet.instance_block``, see `objects.instances`)."""
+    sid, display, number = spec.id, spec.name, spec.number
+    first_instance = number * bacnet_block
+    first_address = number * MODBUS_BLOCK
+    overridden = bool(spec.names or spec.instances or spec.cov_increments or spec.high_limits)
+    out: list[ResolvedPoint] = []
+    for t in _templates(spec.model, spec.region_count, spec.exclude):
+        point, key = t.point, t.key
+        name = display.join(t.name_parts)
+        instance = first_instance + t.bacnet_offset
+        cov = point.cov_increment
+        limit = None
+        if overridden:
+            name = spec.names.get(key, name)
+            instance = spec.instances.get(key, instance)
+            cov = spec.cov_increments.get(key, cov)
+            if point.limit_events:
+                limit = spec.high_limits.get(key)
+        address = None if t.modbus_offset is None else first_address + t.modbus_offset
+        out.append(
+            ResolvedPoint(
+                sid,
+                number,
+                key,
+                t.region,
+                point,
+                name,
+                t.description,
+                instance,
+                cov,
+                address,
+                None,
+                limit,
+            )
+        )
     return out
 
 
-def rule_points(rule: RuleSpec) -> list[ResolvedPoint]:
-    """The points of one alarm rule, in the gateway's block at the rule's own stride."""
+def rule_points(rule: RuleSpec, *, bacnet_block: int = BACNET_BLOCK) -> list[ResolvedPoint]:
+    """The points of one alarm rule at the rule's own stride: in the gateway's block with the
+    default instance block, at the top of the instance range with any other."""
     if not 1 <= rule.number <= MAX_RULES:
         raise ValueError(f"alarm rule {rule.id!r}: number {rule.number} outside 1..{MAX_RULES}")
-    bacnet_base = RULE_BACNET_BASE + (rule.number - 1) * RULE_BACNET_STRIDE
+    bacnet_base = rule_bacnet_base(bacnet_block) + (rule.number - 1) * RULE_BACNET_STRIDE
     modbus_base = RULE_MODBUS_BASE + (rule.number - 1) * RULE_MODBUS_STRIDE
     out = []
     for point in points_for(Model.ALARM):
@@ -233,14 +317,15 @@ def resolve(
     *,
     with_gateway: bool = True,
     rules: Sequence[RuleSpec] = (),
+    bacnet_block: int = BACNET_BLOCK,
 ) -> list[ResolvedPoint]:
     """Every point the gateway serves for these sensors (and alarm rules), gateway points
     first, then the rules, then the sensors."""
     out = gateway_points() if with_gateway else []
     for rule in sorted(rules, key=lambda r: r.number):
-        out.extend(rule_points(rule))
+        out.extend(rule_points(rule, bacnet_block=bacnet_block))
     for spec in sorted(sensors, key=lambda s: s.number):
-        out.extend(sensor_points(spec))
+        out.extend(sensor_points(spec, bacnet_block=bacnet_block))
     return out
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 from array import array
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import replace
+from typing import NamedTuple, Protocol
 
 from gateway.modbus.encoding import WordOrder, encode
 from gateway.modbus.layout import (
@@ -19,8 +20,8 @@ from gateway.modbus.layout import (
     BIT_TABLES,
     Cell,
     Table,
-    cells,
     readable_blocks,
+    tables_of,
 )
 from gateway.state import Change
 from objects.catalog import ModbusKind
@@ -30,9 +31,9 @@ _SWAP_TO_BIG_ENDIAN = sys.byteorder == "little"
 _BITS_AS_ASCII = bytes.maketrans(b"\x00\x01", b"01")
 
 
-@dataclass(frozen=True, slots=True)
-class _Slot:
-    """Where one point's value is stored and how it is encoded."""
+class _Slot(NamedTuple):
+    """Where one point's value is stored and how it is encoded (a tuple: one per point, so
+    hundreds of thousands at site scale)."""
 
     table: Table | None  # None: the shared register array; else the bit table
     address: int
@@ -41,31 +42,59 @@ class _Slot:
     signed: bool
 
 
-class RegisterImage:
-    """Values, readable ranges and writable cells of all four tables."""
+_WRITE_TABLES = (Table.COIL, Table.HOLDING)
 
-    def __init__(self, points: Sequence[ResolvedPoint], *, word_order: WordOrder) -> None:
+
+class ImageView(Protocol):
+    """What request handling reads and plans writes with: the image, or one unit's window."""
+
+    @property
+    def word_order(self) -> WordOrder: ...
+
+    def read_registers(self, table: Table, address: int, count: int) -> bytes | None: ...
+
+    def read_bits(self, table: Table, address: int, count: int) -> bytes | None: ...
+
+    def writable_cell(self, table: Table, address: int) -> Cell | None: ...
+
+
+class RegisterImage:
+    """Values, readable ranges and writable cells of all four tables.
+
+    `size` is the number of addresses: 65536, what one Modbus device has, unless an addressing
+    mode spreads the points over several unit ids (then each unit reads a `window`).
+    """
+
+    def __init__(
+        self, points: Sequence[ResolvedPoint], *, word_order: WordOrder, size: int = ADDRESS_SPACE
+    ) -> None:
         self._order = word_order
-        self._registers = array("H", bytes(2 * ADDRESS_SPACE))
-        self._bits = {t: bytearray(ADDRESS_SPACE) for t in BIT_TABLES}
-        self._readable = {t: bytearray(ADDRESS_SPACE) for t in Table}
-        for block in readable_blocks(points):
+        self._size = size
+        self._registers = array("H", bytes(2 * size))
+        self._bits = {t: bytearray(size) for t in BIT_TABLES}
+        self._readable = {t: bytearray(size) for t in Table}
+        for block in readable_blocks(points, space=size):
             r = block.addresses
             self._readable[block.table][r.start : r.stop] = b"\x01" * len(r)
         self._slots: dict[tuple[str, str], _Slot] = {}
         self._writable: dict[tuple[Table, int], Cell] = {}
-        for cell in cells(points):
-            rp = cell.point
+        readable = self._readable
+        for rp in points:
             spec = rp.point.modbus
-            assert spec is not None  # cells() only yields points with a Modbus placement
-            table = None if spec.kind is ModbusKind.REGISTER else cell.table
+            address = rp.modbus_address
+            if spec is None or address is None:
+                continue
+            tables = tables_of(rp.point)  # the same placement as `cells`, one point at a time
+            width, end = spec.width, address + spec.width
+            table = None if spec.kind is ModbusKind.REGISTER else tables[0]
             self._slots[(rp.sensor_id, rp.key)] = _Slot(
-                table, cell.address, cell.width, spec.scale, spec.signed
+                table, address, width, spec.scale, spec.signed
             )
-            # A point is readable even if it lies outside its template's block.
-            self._readable[cell.table][cell.address : cell.end] = b"\x01" * cell.width
-            if rp.writable and cell.table in (Table.COIL, Table.HOLDING):
-                self._writable[(cell.table, cell.address)] = cell
+            for t in tables:
+                # A point is readable even if it lies outside its template's block.
+                readable[t][address:end] = b"\x01" * width
+                if rp.writable and t in _WRITE_TABLES:
+                    self._writable[(t, address)] = Cell(t, address, rp)
 
     @property
     def word_order(self) -> WordOrder:
@@ -100,7 +129,7 @@ class RegisterImage:
     def readable(self, table: Table, address: int, count: int) -> bool:
         """Whether every address of the range lies in a readable block."""
         end = address + count
-        return end <= ADDRESS_SPACE and self._readable[table].find(0, address, end) == -1
+        return end <= self._size and self._readable[table].find(0, address, end) == -1
 
     def read_registers(self, table: Table, address: int, count: int) -> bytes | None:
         """The registers as big-endian bytes, or None if any address is outside every block."""
@@ -122,3 +151,37 @@ class RegisterImage:
     def writable_cell(self, table: Table, address: int) -> Cell | None:
         """The writable point that starts at this address, if any."""
         return self._writable.get((table, address))
+
+    def window(self, base: int, span: int) -> ImageWindow:
+        """Addresses base..base + span - 1 seen as 0..span - 1 (one unit id's registers)."""
+        return ImageWindow(self, base, span)
+
+
+class ImageWindow:
+    """A unit's view of the image: its own addresses from 0, nothing past its span readable,
+    so a read can never spill into the next unit's registers."""
+
+    def __init__(self, image: RegisterImage, base: int, span: int) -> None:
+        self._image = image
+        self._base = base
+        self._span = span
+
+    @property
+    def word_order(self) -> WordOrder:
+        return self._image.word_order
+
+    def read_registers(self, table: Table, address: int, count: int) -> bytes | None:
+        if address + count > self._span:
+            return None
+        return self._image.read_registers(table, self._base + address, count)
+
+    def read_bits(self, table: Table, address: int, count: int) -> bytes | None:
+        if address + count > self._span:
+            return None
+        return self._image.read_bits(table, self._base + address, count)
+
+    def writable_cell(self, table: Table, address: int) -> Cell | None:
+        if address >= self._span:
+            return None
+        cell = self._image.writable_cell(table, self._base + address)
+        return None if cell is None else replace(cell, address=cell.address - self._base)

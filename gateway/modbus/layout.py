@@ -112,8 +112,9 @@ class Block:
     addresses: range
 
 
-def readable_blocks(points: Sequence[ResolvedPoint]) -> list[Block]:
-    """The readable blocks for the sensors present in `points`, by table, then address."""
+def readable_blocks(points: Sequence[ResolvedPoint], *, space: int = ADDRESS_SPACE) -> list[Block]:
+    """The readable blocks for the sensors present in `points`, by table, then address; none
+    reaches past `space` (65536, or the larger internal image of unit_blocks addressing)."""
     owners: dict[int, str] = {}
     rules: dict[str, int] = {}  # rule id -> the start of its stride
     for rp in points:
@@ -126,14 +127,14 @@ def readable_blocks(points: Sequence[ResolvedPoint]) -> list[Block]:
     blocks: list[Block] = []
     for rule, start in rules.items():
         for table in RULE_TABLES:
-            stop = min(start + RULE_MODBUS_STRIDE, ADDRESS_SPACE)
+            stop = min(start + RULE_MODBUS_STRIDE, space)
             blocks.append(Block(table, f"alarm:{rule}", 0, range(start, stop)))
     for number, sensor_id in owners.items():
         spans = GATEWAY_SPANS if sensor_id == "" else SENSOR_SPANS
         base = number * MODBUS_BLOCK
         for table, span in spans.items():
             start = base + span.start
-            stop = min(base + span.stop, ADDRESS_SPACE)
+            stop = min(base + span.stop, space)
             if start < stop:
                 blocks.append(Block(table, sensor_id, number, range(start, stop)))
     order = list(Table)

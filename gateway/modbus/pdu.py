@@ -21,7 +21,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.modbus.image import RegisterImage
+from gateway.modbus.image import ImageView
 from gateway.modbus.layout import ADDRESS_SPACE, Table
 from gateway.modbus.pdu_codes import OUTCOME_OF, ExceptionCode, Outcome
 from gateway.modbus.writes import WriteExecutor, WriteOp
@@ -64,9 +64,7 @@ def exception_reply(function: int, code: ExceptionCode) -> Reply:
 class RequestHandler:
     """Answers request PDUs from the register image; writes go through the `WriteExecutor`."""
 
-    def __init__(
-        self, image: RegisterImage, writes: WriteExecutor, identity: DeviceIdentity
-    ) -> None:
+    def __init__(self, image: ImageView, writes: WriteExecutor, identity: DeviceIdentity) -> None:
         self._image = image
         self._writes = writes
         self._identity = identity

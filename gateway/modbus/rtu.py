@@ -43,7 +43,7 @@ from gateway.modbus.pdu import RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu_framing import Frame, FrameScanner, with_crc
 from gateway.modbus.serial_port import SerialPortError, frame_gap, hung_up, open_port
-from gateway.modbus.units import UnitRouter
+from gateway.modbus.units import Router
 from gateway.settings import ModbusRtuSection
 
 log = logging.getLogger("gateway.modbus")
@@ -64,7 +64,7 @@ class RtuSlave:
         on_outcome: Callable[[Outcome], None],
         *,
         reopen_backoff: tuple[float, float] = (0.5, 10.0),
-        router: UnitRouter | None = None,
+        router: Router | None = None,
     ) -> None:
         self._cfg = cfg
         self._router = router
@@ -159,7 +159,7 @@ class _Link:
         cfg: ModbusRtuSection,
         handler: RequestHandler,
         on_outcome: Callable[[Outcome], None],
-        router: UnitRouter | None = None,
+        router: Router | None = None,
     ) -> None:
         self._port = port
         self._fd = port.fileno()

@@ -13,7 +13,14 @@ from gateway.modbus.pdu import DeviceIdentity, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
 from gateway.modbus.rtu import RtuSlave
 from gateway.modbus.tcp import TcpServer
-from gateway.modbus.units import UnitRouter, plan, warn_left_out
+from gateway.modbus.units import (
+    Router,
+    UnitRouter,
+    WindowRouter,
+    image_size,
+    plan,
+    warn_left_out,
+)
 from gateway.modbus.writes import WriteExecutor
 from gateway.settings import ModbusSection
 from gateway.state import GatewayState
@@ -51,13 +58,19 @@ class ModbusServer:
         served = plan(cfg, points)
         self._left_out = served.left_out
         self._cfg = cfg
-        self._image = RegisterImage(served.points, word_order=cfg.word_order)
+        self._image = RegisterImage(
+            served.points, word_order=cfg.word_order, size=image_size(cfg, served.units)
+        )
         for sensor_id in state.ids():
             self._image.load(sensor_id, state.current(sensor_id))
         self._image.load("", state.gateway_values)
         state.subscribe(self._image.apply)
         handler = RequestHandler(self._image, WriteExecutor(self._image, commands), identity)
-        router = None if served.units is None else UnitRouter(handler, served.units)
+        router: Router | None = None
+        if cfg.addressing == "unit_blocks" and served.units is not None:
+            router = WindowRouter.over(self._image, served.units, commands, identity)
+        elif served.units is not None:
+            router = UnitRouter(handler, served.units)
 
         self._on_request = on_request
         self._callback_failed = False

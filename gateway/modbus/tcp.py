@@ -25,7 +25,7 @@ from gateway.access import AllowList, admit_connection
 from gateway.commands import REQUESTER
 from gateway.modbus.pdu import PendingReply, Reply, RequestHandler
 from gateway.modbus.pdu_codes import Outcome
-from gateway.modbus.units import UnitRouter
+from gateway.modbus.units import Router
 
 log = logging.getLogger("gateway.modbus")
 
@@ -48,7 +48,7 @@ class TcpServer:
         max_connections: int,
         idle_timeout: float = 0.0,
         keepalive: tuple[int, int, int] | None = None,
-        router: UnitRouter | None = None,
+        router: Router | None = None,
     ) -> None:
         self._host = host
         self._port = port

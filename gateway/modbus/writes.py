@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gateway.commands import REQUESTER, AlarmCommands, Commands, DownlinkCommands
 from gateway.device_settings import SETTING_POINTS, setting_command
 from gateway.modbus.encoding import decode
-from gateway.modbus.image import RegisterImage
+from gateway.modbus.image import ImageView
 from gateway.modbus.layout import Table
 from gateway.modbus.pdu_codes import ExceptionCode
 from objects.pointmap import ResolvedPoint
@@ -97,7 +97,7 @@ class WriteOp:
 class WriteExecutor:
     """Plans writes (address and value checks, no side effects) and runs them as commands."""
 
-    def __init__(self, image: RegisterImage, commands: Commands) -> None:
+    def __init__(self, image: ImageView, commands: Commands) -> None:
         self._image = image
         self._commands = commands
         self._pending: set[asyncio.Future[object]] = set()

@@ -300,7 +300,8 @@ class WebUi:
             and (not writable or p.writable == (writable == "yes"))
         ]
         if q:
-            chosen = [p for p in chosen if q in views.search_text(p)]
+            modbus = self._gw.settings.modbus
+            chosen = [p for p in chosen if q in views.search_text(p, modbus)]
         try:
             page = max(1, int(request.query.get("page", "1")))
         except ValueError:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from gateway import __version__
 from gateway.bacnet.objects import LINK_HEALTH_KEYS
+from gateway.modbus.units import on_modbus, placement
 from gateway.pointdocs import TABLE_PREFIX
 from gateway.relay.logic import AUTOMATIC_LEVEL, OVERRIDE_LEVEL
 from objects.catalog import ObjectType, Source
@@ -16,6 +17,7 @@ from objects.pointmap import ResolvedPoint, modbus_tables
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
+    from gateway.settings import ModbusSection
 
 REGION_KEY_PREFIX = "region_"
 
@@ -99,21 +101,26 @@ class PointRow:
         return f"{self.sensor} {self.key} {self.name} {self.bacnet} {self.modbus}".lower()
 
 
-def search_text(p: ResolvedPoint) -> str:
+def search_text(p: ResolvedPoint, modbus: ModbusSection | None = None) -> str:
     """What the points search matches, as `PointRow.search_text` (without building the row)."""
     owner = p.sensor_id or p.rule or "gateway"
-    return (
-        f"{owner} {p.key} {p.name} {abbrev(p.object_type)} {p.instance} {_modbus_text(p)}".lower()
-    )
+    where = _modbus_text(p, modbus)
+    return f"{owner} {p.key} {p.name} {abbrev(p.object_type)} {p.instance} {where}".lower()
 
 
-def _modbus_text(p: ResolvedPoint) -> str:
+def _modbus_text(p: ResolvedPoint, modbus: ModbusSection | None = None) -> str:
+    """Where a PLC reads the point, as the configured addressing mode serves it."""
     if p.modbus_address is None:
         return ""
-    return ", ".join(
-        f"{t} {p.modbus_address} ({TABLE_PREFIX[t]}{p.modbus_address + 1:05d})"
-        for t in modbus_tables(p)
+    unit, address = None, p.modbus_address
+    if modbus is not None:
+        if not on_modbus(modbus, p.sensor_number):
+            return ""
+        unit, address = placement(modbus, p.sensor_number, p.modbus_address)
+    text = ", ".join(
+        f"{t} {address} ({TABLE_PREFIX[t]}{address + 1:05d})" for t in modbus_tables(p)
     )
+    return text if unit is None else f"unit {unit}: {text}"
 
 
 def _format_value(p: ResolvedPoint, value: float | None) -> str:
@@ -179,7 +186,7 @@ def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
                 name=p.name,
                 object_type=p.object_type.value,
                 bacnet=f"{abbrev(p.object_type)} {p.instance}",
-                modbus=_modbus_text(p),
+                modbus=_modbus_text(p, gw.settings.modbus),
                 units="" if p.units.value == "noUnits" else p.units.value,
                 writable=p.writable,
                 value=_format_value(p, value) if text is None else text,

@@ -59,7 +59,9 @@ class Rig:
         self.state = GatewayState(
             [(s, STALE_AFTER_S, 10.0) for s in sensors], clock=lambda: self.now
         )
-        self.points: list[ResolvedPoint] = resolve(list(sensors), rules=rules)
+        self.points: list[ResolvedPoint] = resolve(
+            list(sensors), rules=rules, bacnet_block=self.cfg.instance_block
+        )
         self.commands = FakeCommands()
         self.fd_changes: asyncio.Queue[bool] = asyncio.Queue()
         self.server = self._server()
