@@ -167,7 +167,9 @@ class FastDatagramProtocol(IPv4DatagramProtocol):  # type: ignore[misc]  # bacpy
             try:
                 reply = responder(data, addr)
             except Exception:  # never lose a request to the shortcut: bacpypes3 answers it
-                log.exception("BACnet: fast reply to %s:%d failed", *addr)
+                if not self.server.failed:  # once: a poll repeats many times a second
+                    self.server.failed = True
+                    log.exception("BACnet: fast reply to %s:%d failed; bacpypes3 answers", *addr)
                 reply = None
             if reply is not None:
                 self._transport.sendto(reply, addr)
@@ -180,6 +182,7 @@ class FastDatagramServer(IPv4DatagramServer):  # type: ignore[misc]  # bacpypes3
     application exists (None: every datagram to bacpypes3)."""
 
     responder: FastResponder | None = None
+    failed = False  # the responder raised (logged once)
 
     def is_own(self, addr: tuple[str, int]) -> bool:
         # bacpypes3 drops datagrams from its own address and loops replies to any 127.x.x.x
