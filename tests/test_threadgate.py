@@ -24,12 +24,12 @@ class Heard:
 
     def __init__(self) -> None:
         self.calls: list[bool] = []
+        self.held = asyncio.Event()
         self.released = asyncio.Event()
 
     def __call__(self, holding: bool) -> None:
         self.calls.append(holding)
-        if not holding:
-            self.released.set()
+        (self.held if holding else self.released).set()
 
 
 @pytest.mark.asyncio
@@ -39,7 +39,7 @@ async def test_listeners_hear_a_job_start_and_end() -> None:
     threadgate.listen(heard)
     gate = threading.Event()
     job = asyncio.ensure_future(asyncio.to_thread(gate.wait))
-    await asyncio.sleep(0)  # one loop turn: the job is submitted
+    await asyncio.wait_for(heard.held.wait(), 5)
     assert heard.calls == [True]
     # A second job while the first runs changes nothing.
     await asyncio.to_thread(lambda: None)
@@ -77,8 +77,10 @@ async def test_bacnet_requests_wait_while_a_worker_thread_runs(
     try:
         read = request(12, rp_body(raw_identifier(rig_objects(rig)[0]), 85))
         gate = threading.Event()
+        heard = Heard()
+        threadgate.listen(heard)
         job = asyncio.ensure_future(asyncio.to_thread(gate.wait))
-        await asyncio.sleep(0)  # one loop turn: the job is submitted
+        await asyncio.wait_for(heard.held.wait(), 5)  # the BACnet link was told as well
         held = await client.call(
             "exchange", host="127.0.0.1", port=rig.port, packets=[read], wait=0.5
         )
