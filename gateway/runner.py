@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-from gateway import early_signals, threadgate
+from gateway import early_signals
 from gateway.app import Gateway
 from gateway.errors import GatewayError
 from gateway.settings import Settings
@@ -28,7 +28,6 @@ def configure_logging(level: str) -> None:
 async def _main(settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    threadgate.install(loop)  # state writes get the interpreter while BACnet is busy
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     early = early_signals.pending()

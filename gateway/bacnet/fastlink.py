@@ -188,16 +188,6 @@ class FastDatagramServer(IPv4DatagramServer):  # type: ignore[misc]  # bacpypes3
     responder: FastResponder | None = None
     failed = False  # the responder raised (logged once)
 
-    def hold(self, holding: bool) -> None:
-        """Stop (True) or resume (False) reading requests; they wait in the socket buffer."""
-        for transport in (self.local_transport, self.broadcast_transport):
-            if transport is None or transport.is_closing():
-                continue
-            if holding:
-                transport.pause_reading()
-            else:
-                transport.resume_reading()
-
     def is_own(self, addr: tuple[str, int]) -> bool:
         # bacpypes3 drops datagrams from its own address and loops replies to any 127.x.x.x
         # on its own port back into itself: both stay on its path.

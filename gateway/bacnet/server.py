@@ -20,7 +20,6 @@ from bacpypes3.basetypes import Reliability
 from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
 from bacpypes3.pdu import IPv4Address
 
-from gateway import threadgate
 from gateway.access import AllowList
 from gateway.bacnet.application import GatewayApplication, ReinitHandler
 from gateway.bacnet.cov import CovManager
@@ -103,7 +102,6 @@ class BacnetServer:
         self._object_list: list[Any] = []
         self._running = False
         self._subscribed = False
-        self._unlisten: Callable[[], None] = lambda: None
         self.database_revision = 0
         self.started_in = 0.0  # seconds start() took
 
@@ -264,8 +262,6 @@ class BacnetServer:
         app.add_network_port(self._network_port, self._link, address)
         if isinstance(self._link, FastNormalLinkLayer):
             self._link.answer_reads(app.asap)  # plain reads answered at the socket
-            # While a worker thread writes state, requests wait (see gateway/threadgate.py).
-            self._unlisten = threadgate.listen(self._link.server.hold)
         self._app = app
         self._object_list = [
             device.objectIdentifier,
@@ -305,7 +301,6 @@ class BacnetServer:
 
     async def stop(self) -> None:
         self._running = False
-        self._unlisten()
         if self._cov is not None:
             await self._cov.flush()
             self._cov.close()
