@@ -38,6 +38,8 @@ ratio to bacnet-stack's bacserv in the same run, interleaved): ReadProperty 0.26
 before, 0.046 ms (1.8x) with this; ReadPropertyMultiple of 50 present values 0.331 ms (5.4x)
 before, 0.070 ms (1.8x). The server's own share of a ReadProperty is now mostly the kernel's
 sendto and recvfrom and asyncio's loop; of an RPM-50, the values' encoders (fastread.py).
+Two clients polling RPM-50 back to back used to push the HTTP ingest ack p99 to 30 ms (the
+loop had no time left); with this, 12-14 ms at twice the poll rate, on a quiet machine.
 """
 
 from __future__ import annotations
