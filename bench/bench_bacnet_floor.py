@@ -83,6 +83,11 @@ def stats(samples_ms: list[float]) -> dict[str, float]:
 # -- wire (client side, independent of the server's library) ----------------------------------
 
 
+def load_average() -> str:
+    """The 1-minute load average: latencies on a shared machine follow it closely."""
+    return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"
+
+
 def objid(kind: int, instance: int) -> bytes:
     return struct.pack("!I", (kind << 22) | instance)
 
@@ -584,7 +589,8 @@ def ratio_section(
             floor.wait(10)
     print(
         f"Round trips, one at a time, raw client, n={args.n} per round, {args.rounds} rounds "
-        "interleaved (median of the rounds' values; RPM = 50 analog-input present values):"
+        "interleaved (median of the rounds' values; RPM = 50 analog-input present values), "
+        f"machine load {load_average()}:"
     )
     print("request  metric      bacserv ms  gateway ms   gateway/bacserv")
     for request in ("RP", "RPM"):
@@ -624,7 +630,7 @@ def scale_section(args: argparse.Namespace, work: Path) -> list[str]:
             print(
                 f"  HTTP push -> COV, {args.rate:.0f} posts/s for {args.seconds:.0f} s, "
                 f"{pollers} pollers ({load['rpm_per_s']:.0f} RPM-50x2/s served): "
-                f"{load['notified']}/{load['posts']} notified"
+                f"{load['notified']}/{load['posts']} notified; machine load {load_average()}"
             )
             print(f"    COV  p50 {c['p50']:.2f} ms  p99 {c['p99']:.2f} ms  max {c['max']:.2f} ms")
             print(f"    ack  p50 {a['p50']:.2f} ms  p99 {a['p99']:.2f} ms  max {a['max']:.2f} ms")

@@ -234,9 +234,13 @@ async def test_fast_and_generic_paths_send_the_same_bytes(rig: Rig, client: Peer
     assert rig.server.fast_reads
     fast = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=packets)
     rig.server.set_fast_reads(False)
+    before = rig.server.socket_reads
     slow = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=packets)
+    assert rig.server.socket_reads == before
     rig.server.set_fast_reads(True)
     assert None not in fast
+    # The common shapes were answered at the socket, and none with fast reads off.
+    assert rig.server.socket_reads >= len(packets) - 8
     kinds = [apdu(r)[0] for r in fast]
     assert kinds.count(0x30) >= len(kinds) - 8  # Complex-ACKs; errors for absent properties
     assert kinds[40:42] == [0x30, 0x30]  # both RPMs
@@ -263,6 +267,166 @@ async def test_wildcard_device_instance_is_the_local_device(rig: Rig, client: Pe
     ack = apdu(reply[0])
     assert ack[:4] == b"\x30\x07\x0c\x0c"  # Complex-ACK, invoke id, ReadProperty, [0]
     assert struct.unpack("!I", ack[4:8])[0] == objid(8, DEVICE_INSTANCE)
+
+
+# -- what the socket shortcut leaves to bacpypes3 -----------------------------------------------
+
+
+def request(
+    service: int,
+    body: bytes,
+    invoke: int = 7,
+    *,
+    control: int = 0x04,
+    route: bytes = b"",
+    pdu: int = 0x00,
+    max_apdu: int = 0x05,
+) -> str:
+    """A confirmed request with every header field of the shortcut's test settable."""
+    npdu = bytes([0x01, control]) + route + bytes([pdu, max_apdu, invoke, service]) + body
+    return (b"\x81\x0a" + struct.pack("!H", 4 + len(npdu)) + npdu).hex()
+
+
+async def both_paths(rig: Rig, client: Peer, packets: list[str], wait: float = 2.0) -> list[Any]:
+    """The replies with fast reads on and off; asserts the shortcut answered none of them."""
+    before = rig.server.socket_reads
+    fast = await client.call(
+        "exchange", host="127.0.0.1", port=rig.port, packets=packets, wait=wait
+    )
+    assert rig.server.socket_reads == before, "taken at the socket"
+    rig.server.set_fast_reads(False)
+    try:
+        slow = await client.call(
+            "exchange", host="127.0.0.1", port=rig.port, packets=packets, wait=wait
+        )
+    finally:
+        rig.server.set_fast_reads(True)
+    assert fast == slow
+    return list(fast)
+
+
+SEGMENT = 0x3C  # the first segment of a reply (Complex-ACK, segmented, more follow)
+
+
+def abort(invoke: int) -> str:
+    """The client's Abort of a transaction (reason other)."""
+    return (b"\x81\x0a\x00\x09\x01\x00\x70" + bytes([invoke, 0])).hex()
+
+
+def fallbacks(rig: Rig) -> dict[str, tuple[str, int | None]]:
+    """Requests the shortcut must leave to bacpypes3: name -> (datagram, first APDU byte)."""
+    every = [raw_identifier(o) for o in rig_objects(rig)]
+    people = every[0]
+    pv = rp_body(people, 85)
+    big = rpm_body(every, [85, 111, 77])  # well over 1476 bytes of reply
+    few = rpm_body(every[:4], [85, 111])  # over 50 bytes of reply
+    assert len(every) > 60
+    return {
+        "a reply longer than the requester's 1476, segments accepted": (
+            request(14, big, 1, pdu=0x02, max_apdu=0x75),
+            SEGMENT,
+        ),
+        "a reply longer than the requester's 1476, no segments": (
+            request(14, big, 2),
+            0x71,  # Abort, from the server
+        ),
+        "a reply longer than the requester's max APDU of 50, segments accepted": (
+            request(14, few, 3, pdu=0x02, max_apdu=0x70),
+            SEGMENT,
+        ),
+        "a reply longer than the requester's max APDU of 50, no segments": (
+            request(14, few, 4, max_apdu=0x00),
+            0x71,
+        ),
+        "from network 5 through a router (SNET)": (
+            request(12, pv, 5, control=0x0C, route=b"\x00\x05\x01\x2a"),
+            0x30,
+        ),
+        "to network 5 (DNET)": (
+            request(12, pv, 6, control=0x24, route=b"\x00\x05\x01\x2a\xff"),
+            None,  # not for us: routed away or dropped, as bacpypes3 does
+        ),
+        "urgent priority": (request(12, pv, 8, control=0x07), 0x30),
+        "a segmented request": (request(12, pv, 9, pdu=0x08 | 0x04 | 0x02), 0x41),
+        "an unknown object": (request(12, rp_body(objid(0, 999_999), 85), 10), 0x50),
+        "a property the object lacks": (request(12, rp_body(people, 1), 11), 0x50),
+        "an RPM naming an unknown object too": (
+            request(14, rpm_body([people, objid(0, 999_999)], [85]), 12),
+            0x30,
+        ),
+        "ALL properties": (request(14, rpm_body([people], [8]), 13), 0x30),
+        "a BVLC length that does not match": (
+            bytes.fromhex(request(12, pv, 14))[:3].hex() + "ff" + request(12, pv, 14)[8:],
+            None,
+        ),
+    }
+
+
+@pytest.mark.asyncio
+async def test_requests_the_shortcut_leaves_to_bacpypes3_get_the_same_replies(
+    rig: Rig, client: Peer
+) -> None:
+    rig.report("lobby", {"people_count_all": 7, "region_1": 1})
+    for name, (packet, kind) in fallbacks(rig).items():
+        packets = [packet]
+        if kind == SEGMENT:  # the transaction waits for a segment ack: end it
+            packets.append(abort(bytes.fromhex(packet)[8]))
+        replies = await both_paths(rig, client, packets, wait=1.0 if kind is None else 2.0)
+        got = None if replies[0] is None else bytes.fromhex(replies[0])
+        if kind is None:
+            assert got is None, name
+            continue
+        assert got is not None, name
+        at = 6 if got[5] & 0x20 == 0 else 6 + 3 + got[8] + 1  # past DNET, DLEN, DADR, hops
+        assert got[at] == kind, (name, got.hex())
+
+
+@pytest.mark.asyncio
+async def test_a_request_for_a_transaction_in_progress_is_the_transactions(
+    rig: Rig, client: Peer
+) -> None:
+    """A segmented reply keeps its transaction open until the segments are acknowledged; a read
+    from the same requester with the same invoke id belongs to it, not to the shortcut."""
+    every = [raw_identifier(o) for o in rig_objects(rig)]
+    segmented = request(14, rpm_body(every, [85, 111, 77]), 33, pdu=0x02, max_apdu=0x75)
+    duplicate = request(12, rp_body(every[0], 85), 33)
+    other = request(12, rp_body(every[0], 85), 34)
+    replies = await both_paths(rig, client, [segmented, duplicate, abort(33)], wait=0.5)
+    assert bytes.fromhex(replies[0])[6] == SEGMENT
+    # Another invoke id from the same requester is the shortcut's again.
+    before = rig.server.socket_reads
+    answer = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=[other])
+    assert apdu(answer[0])[:2] == b"\x30\x22"
+    assert rig.server.socket_reads == before + 1
+
+
+@pytest.mark.asyncio
+async def test_communication_control_applies_to_the_shortcut(rig: Rig, client: Peer) -> None:
+    read = request(12, rp_body(raw_identifier(rig_objects(rig)[0]), 85))
+    await client.call("dcc", address=rig.address, state="disable")
+    assert await both_paths(rig, client, [read], wait=0.5) == [None]
+    await client.call("dcc", address=rig.address, state="disableInitiation")
+    answered = await both_paths(rig, client, [read])
+    assert apdu(answered[0])[0] == 0x30  # still answers requests
+    await client.call("dcc", address=rig.address, state="enable")
+    before = rig.server.socket_reads
+    again = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=[read])
+    assert again == answered
+    assert rig.server.socket_reads == before + 1
+
+
+@pytest.mark.asyncio
+async def test_a_unicast_frame_sent_to_the_broadcast_address_is_ignored(
+    rig: Rig, client: Peer
+) -> None:
+    read = request(12, rp_body(raw_identifier(rig_objects(rig)[0]), 85))
+    before = rig.server.socket_reads
+    for fast in (True, False):
+        rig.server.set_fast_reads(fast)
+        got = await client.call("raw", host="127.255.255.255", port=rig.port, hex=read, wait=0.5)
+        assert got == []
+    rig.server.set_fast_reads(True)
+    assert rig.server.socket_reads == before
 
 
 # -- rejects ------------------------------------------------------------------------------------

@@ -190,6 +190,7 @@ class GatewayServerSSM(ServerSSM):  # type: ignore[misc]  # untyped
             ack = ComplexAckPDU(service, apdu.apduInvokeID)
             ack.put_data(reply)
             ack.pduDestination = self.pdu_address
+            ack.pduNetworkPriority = apdu.pduNetworkPriority  # a reply keeps the request's
             await self.confirmation(ack)
             return
         if service not in confirmed_request_types:
@@ -210,6 +211,7 @@ class GatewayServerSSM(ServerSSM):  # type: ignore[misc]  # untyped
     async def _reject(self, apdu: Any, reason: str) -> None:
         reject = RejectPDU(apdu.apduInvokeID, reason)
         reject.pduDestination = self.pdu_address
+        reject.pduNetworkPriority = apdu.pduNetworkPriority
         await self.confirmation(reject)
 
 

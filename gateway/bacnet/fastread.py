@@ -17,8 +17,9 @@ parsed in place and the reply is assembled from pre-encoded pieces:
 Anything the fast path does not fully understand (segmented requests, ALL/REQUIRED/OPTIONAL,
 unknown objects or properties, an error for any element, objects that are not point objects
 except the device's Object_List by index) returns None and goes through the normal bacpypes3
-path, so new properties and services keep working. bacpypes3 still does the link, network,
-transaction and segmentation layers: only the service data of the reply is built here.
+path, so new properties and services keep working. Only the service data of the reply is
+built here: the plainest requests are then sent straight from the socket (fastlink.py), the rest
+through bacpypes3's link, network, transaction and segmentation layers.
 """
 
 from __future__ import annotations

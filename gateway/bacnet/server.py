@@ -18,7 +18,6 @@ from typing import Any
 
 from bacpypes3.basetypes import Reliability
 from bacpypes3.errors import ExecutionError, ObjectError, PropertyError
-from bacpypes3.ipv4.link import NormalLinkLayer
 from bacpypes3.pdu import IPv4Address
 
 from gateway.access import AllowList
@@ -31,6 +30,7 @@ from gateway.bacnet.device import (
     object_set_digest,
 )
 from gateway.bacnet.events import EventManager, reports_events
+from gateway.bacnet.fastlink import FastNormalLinkLayer
 from gateway.bacnet.foreign import SupervisedForeignLink
 from gateway.bacnet.notification import NotificationClass, build_notification_class
 from gateway.bacnet.objects import PROFILES, PointObject, build_objects
@@ -154,6 +154,12 @@ class BacnetServer:
         else:
             self._app.disable_fast_reads()
 
+    @property
+    def socket_reads(self) -> int:
+        """Reads answered at the socket, below bacpypes3's stack (see fastlink.py)."""
+        link = self._link
+        return link.reads_served if isinstance(link, FastNormalLinkLayer) else 0
+
     def object_for(self, sensor_id: str, key: str) -> PointObject | None:
         return self._by_sensor.get(sensor_id, {}).get(key)
 
@@ -245,7 +251,7 @@ class BacnetServer:
                 cfg.allow_writes_from, what="BACnet writes", on_refused=self._on_refused
             )
         if bbmd is None:
-            self._link = NormalLinkLayer(address)
+            self._link = FastNormalLinkLayer(address)
         else:
             self._link = SupervisedForeignLink(
                 address,
@@ -254,6 +260,8 @@ class BacnetServer:
                 on_change=self._fd_changed,
             )
         app.add_network_port(self._network_port, self._link, address)
+        if isinstance(self._link, FastNormalLinkLayer):
+            self._link.answer_reads(app.asap)  # plain reads answered at the socket
         self._app = app
         self._object_list = [
             device.objectIdentifier,
