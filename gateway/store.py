@@ -651,7 +651,14 @@ class Committer:
 
     async def close(self) -> bool:
         """Final snapshot at shutdown (the next start needs no replay); False if it failed."""
-        saved = await self.flush(snapshot=True)  # after any snapshot still being written
+        await self._settle()  # a snapshot still being written
+        fresh = not self._incomplete  # the final snapshot starts a fresh journal itself
+        saved = await self.flush(snapshot=True)
+        if saved and not fresh and not self._incomplete and not self._state.journal:
+            # This run's first snapshot could not drop a generation before its files were
+            # written; now they are, and nothing is applied any more: the journal can go.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self._with_reserves, self._store.journal.restart)
         if not saved and not self._state.journal:
             # Only the compaction failed: every record is in the journal, replayed at start.
             log.warning("final snapshot not written (%s); the journal has it all", self.failing)
