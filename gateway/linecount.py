@@ -68,7 +68,9 @@ class Span:
     exact: bool  # placed by the sensor's own time
     history: bool
     # Triggers it took that straddle its start, which an earlier stretch settled later may claim.
-    borrowed: list[Pending] = field(default_factory=list)
+    # A tuple, empty for almost every stretch: no list object per stretch for the garbage
+    # collector to walk (a site keeps thousands of stretches per sensor).
+    borrowed: tuple[Pending, ...] = ()
 
     def row(self) -> list[Any]:
         return [
@@ -385,7 +387,7 @@ class LineLedger:
             p.n_in -= t_in
             p.n_out -= t_out
             if self._window(p)[0] < span.start and len(span.borrowed) < BORROWED_KEPT:
-                span.borrowed.append(Pending(p.received, p.sensor_time, t_in, t_out))
+                span.borrowed += (Pending(p.received, p.sensor_time, t_in, t_out),)
         self.pending = [p for p in self.pending if p.n_in or p.n_out]
         return took_in, took_out
 
@@ -409,7 +411,7 @@ class LineLedger:
                 b.n_out -= t_out
                 x_in += t_in
                 x_out += t_out
-            s.borrowed = [b for b in s.borrowed if b.n_in or b.n_out]
+            s.borrowed = tuple(b for b in s.borrowed if b.n_in or b.n_out)
             if not (x_in or x_out):
                 continue
             got_in += x_in
@@ -549,7 +551,7 @@ def _span(row: Any) -> Span:
         str(kind),
         bool(exact),
         bool(history),
-        [_pending(b) for b in borrowed][:BORROWED_KEPT],
+        tuple(_pending(b) for b in borrowed[:BORROWED_KEPT]),
     )
 
 

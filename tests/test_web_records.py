@@ -12,7 +12,15 @@ from gateway.ingest import Ingest
 from gateway.settings import Settings, load_settings
 from gateway.state import GatewayState
 from gateway.web import chart
-from gateway.web.records import MESSAGES_KEPT, FaultLog, MessageLog, Trend, raw_text
+from gateway.web.records import (
+    MESSAGES_KEPT,
+    FaultLog,
+    MessageLog,
+    Sample,
+    SampleRing,
+    Trend,
+    raw_text,
+)
 
 HALL = "24e124538c000001"
 CONFIG = f"""
@@ -157,3 +165,16 @@ def test_chart_draws_the_trend(tmp_path: Path) -> None:
     assert "polyline" in svg
     assert 'class="bar in"' in svg
     assert "highest count 5" in svg
+
+
+def test_sample_ring_keeps_the_newest_in_order_with_unknown_values() -> None:
+    ring = SampleRing(3)
+    for i in range(5):
+        ring.append(Sample(float(i), None if i == 3 else float(i), 10.0 * i, None))
+    kept = ring.since(0.0)
+    assert [s.at for s in kept] == [2.0, 3.0, 4.0]  # the oldest two made room
+    assert [s.people for s in kept] == [2.0, None, 4.0]
+    assert [s.total_in for s in kept] == [20.0, 30.0, 40.0]
+    assert all(s.total_out is None for s in kept)
+    assert [s.at for s in ring.since(3.5)] == [4.0]
+    assert SampleRing(3).since(0.0) == []

@@ -208,6 +208,21 @@ class GatewayServerSSM(ServerSSM):  # type: ignore[misc]  # untyped
         decoded.pduDestination = None
         await sap.sap_request(decoded)
 
+    async def segmented_response_timeout(self) -> None:
+        """No Segment-ACK came in time: send the unacknowledged segments again.
+
+        Until the requester's first Segment-ACK there is no window size yet, and bacpypes3
+        (0.0.110, appservice.py:1512 calling fill_window, which asserts it at line 367) fails
+        every retry with an AssertionError, logged as a traceback, and never sends the first
+        segment again (tests/test_bacnet_segments.py shows it). Until that ACK the window is the
+        first segment alone, so that is what a retry sends."""
+        if self.actualWindowSize is None and self.segmentRetryCount < self.numberOfApduRetries:
+            self.segmentRetryCount += 1
+            self.start_timer(self.segmentTimeout)
+            await self.response(self.get_segment(0))
+            return
+        await super().segmented_response_timeout()
+
     async def _reject(self, apdu: Any, reason: str) -> None:
         reject = RejectPDU(apdu.apduInvokeID, reason)
         reject.pduDestination = self.pdu_address

@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -180,13 +182,55 @@ class Sample:
     total_out: float | None
 
 
+class SampleRing:
+    """One sensor's last samples in an array of doubles, four per sample (time, people, in, out;
+    NaN for a value not known): no object per sample, so a site's trends add nothing for the
+    garbage collector to walk, and the memory grows to at most `size` samples."""
+
+    __slots__ = ("_count", "_data", "_next", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._data = array("d")
+        self._size = size
+        self._next = 0  # where the next sample goes once the ring is full
+        self._count = 0
+
+    def append(self, sample: Sample) -> None:
+        row = (sample.at, _nan(sample.people), _nan(sample.total_in), _nan(sample.total_out))
+        if self._count < self._size:
+            self._data.extend(row)
+            self._count += 1
+            return
+        i = 4 * self._next
+        self._data[i : i + 4] = array("d", row)
+        self._next = (self._next + 1) % self._size
+
+    def since(self, since: float) -> list[Sample]:
+        """The samples from `since` on, oldest first."""
+        d = self._data
+        out = []
+        for k in range(self._count):
+            i = 4 * ((self._next + k) % self._count)
+            if d[i] >= since:
+                out.append(Sample(d[i], _value(d[i + 1]), _value(d[i + 2]), _value(d[i + 3])))
+        return out
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _value(stored: float) -> float | None:
+    return None if math.isnan(stored) else stored
+
+
 class Trend:
     """Each sensor's people count and totals over the last hours, sampled on every change."""
 
     def __init__(self, state: GatewayState, *, clock: Callable[[], float] = time.time) -> None:
         self._state = state
         self._clock = clock
-        self._samples: dict[str, deque[Sample]] = {}
+        self._samples: dict[str, SampleRing] = {}
 
     def on_change(self, change: Change) -> None:
         if not change.sensor_id or not any(k in change.values for k in _TREND_KEYS):
@@ -197,7 +241,7 @@ class Trend:
         v = s.values
         ring = self._samples.get(change.sensor_id)
         if ring is None:
-            ring = self._samples[change.sensor_id] = deque(maxlen=TREND_KEPT)
+            ring = self._samples[change.sensor_id] = SampleRing(TREND_KEPT)
         ring.append(
             Sample(
                 self._clock(),
@@ -208,8 +252,8 @@ class Trend:
         )
 
     def samples(self, sensor_id: str, span: float = TREND_SPAN_S) -> list[Sample]:
-        since = self._clock() - span
-        return [s for s in self._samples.get(sensor_id, ()) if s.at >= since]
+        ring = self._samples.get(sensor_id)
+        return [] if ring is None else ring.since(self._clock() - span)
 
 
 @dataclass(frozen=True, slots=True)
