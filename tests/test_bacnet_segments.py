@@ -17,7 +17,7 @@ import pytest
 from bacnet_peer.harness import Peer
 from bacnet_peer.rig import Rig
 from bacpypes3.apdu import ComplexAckPDU
-from bacpypes3.appservice import ServerSSM
+from bacpypes3.appservice import ABORTED, ServerSSM
 from bacpypes3.pdu import Address
 
 from gateway.bacnet.application import GatewayServerSSM
@@ -40,6 +40,8 @@ class Sent(SimpleNamespace):
             segmentTimeout=2000,
             maxSegmentsAccepted=16,
             maxApduLengthAccepted=1476,
+            proposedWindowSize=2,
+            serverTransactions=[],
             sent=[],
         )
 
@@ -60,6 +62,7 @@ def awaiting_first_segment_ack(cls: type[Any]) -> tuple[Any, Sent]:
     ssm.segmentRetryCount = 0
     ssm.initialSequenceNumber = 0
     ssm.actualWindowSize = None  # set by the requester's first Segment-ACK
+    sap.serverTransactions.append(ssm)
     return ssm, sap
 
 
@@ -83,7 +86,8 @@ async def test_the_gateway_resends_the_first_segment_then_gives_up() -> None:
             assert (again.apduSeg, again.apduMor, again.apduSeq) == (True, True, 0)
         await ssm.segmented_response_timeout()  # retries used up: the transaction ends
         assert len(sap.sent) == 3
-        assert ssm.state == "aborted"
+        assert ssm.state == ABORTED
+        assert sap.serverTransactions == []
     finally:
         ssm.stop_timer()
 
@@ -95,7 +99,7 @@ async def test_an_unacknowledged_first_segment_comes_again_over_the_wire(
     for p in rig.points:
         obj = rig.server.object_for(p.sensor_id, p.key)
         if obj is not None:
-            objects.append(raw_identifier(obj))
+            objects.append(raw_identifier(obj.identifier))
     body = b"".join(
         b"\x0c" + struct.pack("!I", o) + b"\x1e" + b"\x09\x55\x09\x6f\x09\x4d" + b"\x1f"
         for o in objects
