@@ -200,22 +200,18 @@ def analog_inputs(count: int) -> list[int]:
     return [p.instance for p in points if p.object_type is ObjectType.ANALOG_INPUT][:count]
 
 
-class Daemon:
-    def __init__(
-        self, workdir: Path, sensors: int, regions: int, bacnet_port: int, http_port: int
-    ) -> None:
-        workdir.mkdir()
+class GatewayProcess:
+    """The gateway as a process, READY through a private sd_notify socket. A second one on the
+    same directory is a restart (the state the first wrote is loaded)."""
+
+    def __init__(self, workdir: Path, config_text: str, *, stop_wait_s: float = 30.0) -> None:
+        workdir.mkdir(exist_ok=True)
         self.workdir = workdir
-        self.http_port = http_port
-        config = workdir / "gateway.toml"
-        config.write_text(
-            f'[gateway]\nstate_dir = "{workdir / "state"}"\nlog_level = "warning"\n'
-            f'[bacnet]\naddress = "127.0.0.1/8"\nport = {bacnet_port}\n'
-            f"device_instance = {DEVICE}\n"
-            "[modbus.tcp]\nenabled = false\n"
-            f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n' + sensor_config(sensors, regions)
-        )
+        self.config = workdir / "gateway.toml"
+        self.config.write_text(config_text)
+        self._stop_wait_s = stop_wait_s
         notify_path = workdir / "notify.sock"
+        notify_path.unlink(missing_ok=True)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(notify_path))
         env = {k: v for k, v in os.environ.items() if not k.startswith("VS121GW_")}
@@ -224,7 +220,7 @@ class Daemon:
         started = time.perf_counter()
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(config)],
+                [sys.executable, "-m", "gateway.cli", "run", "--config", str(self.config)],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -252,11 +248,28 @@ class Daemon:
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(30)
+            self.process.wait(self._stop_wait_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
         self.notify.close()
+
+
+class Daemon(GatewayProcess):
+    """The gateway with `sensors` VS121-P sensors, BACnet on `bacnet_port`, HTTP ingest."""
+
+    def __init__(
+        self, workdir: Path, sensors: int, regions: int, bacnet_port: int, http_port: int
+    ) -> None:
+        self.http_port = http_port
+        super().__init__(
+            workdir,
+            f'[gateway]\nstate_dir = "{workdir / "state"}"\nlog_level = "warning"\n'
+            f'[bacnet]\naddress = "127.0.0.1/8"\nport = {bacnet_port}\n'
+            f"device_instance = {DEVICE}\n"
+            "[modbus.tcp]\nenabled = false\n"
+            f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n' + sensor_config(sensors, regions),
+        )
 
 
 # -- sections ---------------------------------------------------------------------------------

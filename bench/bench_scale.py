@@ -29,7 +29,6 @@ import argparse
 import http.client
 import json
 import os
-import signal
 import socket
 import struct
 import subprocess
@@ -45,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_bacnet_floor import (  # noqa: E402
+    GatewayProcess,
     RawClient,
     free_port,
     read_property,
@@ -81,57 +81,12 @@ def config_text(
     )
 
 
-class Daemon:
-    """The gateway as a process; READY comes through a private sd_notify socket. A second
-    Daemon on the same directory is a restart (the state written by the first is loaded)."""
+class Daemon(GatewayProcess):
+    """The gateway as a process (see GatewayProcess), its memory noted at READY."""
 
     def __init__(self, workdir: Path, config: str) -> None:
-        workdir.mkdir(exist_ok=True)
-        path = workdir / "gateway.toml"
-        path.write_text(config)
-        self.config = path
-        notify_path = workdir / "notify.sock"
-        notify_path.unlink(missing_ok=True)
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(notify_path))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("VS121GW_")}
-        env.update(NOTIFY_SOCKET=str(notify_path), PYTHONUNBUFFERED="1")
-        self.log = workdir / "gateway.log"
-        started = time.perf_counter()
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.cli", "run", "--config", str(path)],
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.notify.settimeout(300)
-        while "READY=1" not in self.notify.recv(4096).decode().split("\n"):
-            pass
-        self.start_s = time.perf_counter() - started
-        self.start_cpu_s = self.cpu_seconds()
+        super().__init__(workdir, config, stop_wait_s=60.0)
         self.start_rss_mb = self.peak_rss_mb()
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
-        self.notify.close()
 
 
 # -- pushing -------------------------------------------------------------------------------------

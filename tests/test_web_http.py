@@ -131,6 +131,9 @@ def test_pages_are_server_rendered_and_escaped(open_gateway: Daemon) -> None:
     # service (no fault), a reported one has no fault.
     assert _reliability(sensor, "a_to_b") == "out-of-service"
     assert _reliability(sensor, "people_count_all") == "no-fault-detected"
+    # An exact twin of a total shows the value it mirrors, as BACnet serves it.
+    assert _reliability(sensor, "gateway_total_in_exact") == "no-fault-detected"
+    assert _reliability(sensor, "gateway_total_in") == "no-fault-detected"
     assert _request(d, "/sensors/nope")[0] == 404
 
 

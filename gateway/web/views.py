@@ -152,16 +152,17 @@ def point_rows(gw: Gateway, points: Sequence[ResolvedPoint]) -> list[PointRow]:
     statuses: dict[str, dict[str, str]] = {}  # per sensor, computed once per page
     for p in points:
         status = None
+        key = p.point.value_of or p.key  # an exact twin shows the value it mirrors, as BACnet
         if p.sensor_id:
             s = gw.state.sensors.get(p.sensor_id)
-            value = None if s is None else s.values.get(p.key)
+            value = None if s is None else s.values.get(key)
             online = s is not None and s.online
             if s is not None:
                 if p.sensor_id not in statuses:
                     statuses[p.sensor_id] = gw.state.point_status(p.sensor_id)
-                status = statuses[p.sensor_id].get(p.key)
+                status = statuses[p.sensor_id].get(key)
         else:
-            value = gw.state.gateway_values.get(p.key)
+            value = gw.state.gateway_values.get(key)
             online = True
         text = _text_of(gw, p)
         needs_link = bool(p.sensor_id) and p.key not in LINK_HEALTH_KEYS
