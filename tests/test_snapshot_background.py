@@ -79,6 +79,13 @@ def restarted_totals(directory: Path, tmp_path: Path) -> dict[str, int]:
     return {sid: int(state.current(sid).get("gateway_total_in", 0)) for sid in SENSORS}
 
 
+async def stopped(runner: asyncio.Task[None]) -> None:
+    """Cancel the committer's loop and see it end by that cancellation."""
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+
+
 async def until(event: threading.Event) -> None:
     assert await asyncio.to_thread(event.wait, 10)
 
@@ -108,9 +115,7 @@ async def test_acks_go_on_while_snapshot_files_are_written(tmp_path: Path) -> No
         await committer.durable()
     finally:
         store.gate.set()
-        runner.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await runner
+        await stopped(runner)
     assert await committer.close()
     store.journal.close()
     assert restarted_totals(directory, tmp_path) == {"s1": 7, "s2": 7}
@@ -145,9 +150,7 @@ async def test_failed_snapshot_keeps_the_journal_generation_its_files_lack(tmp_p
         crossing(state, "s1", 3, 1)
         await asyncio.wait_for(committer.durable(), 5)
     finally:
-        runner.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await runner
+        await stopped(runner)
     await committer.settled()  # (a copy taken while files are written is no crash image)
     assert restarted_totals(directory, tmp_path) == {"s1": 5, "s2": 2}
     # The retry fails the same way (nothing else to write: the flush reports the failure);
@@ -173,9 +176,7 @@ async def test_shutdown_waits_for_a_snapshot_in_progress(tmp_path: Path) -> None
     crossing(state, "s1", 1, 3)
     await committer.durable()
     await until(store.entered)
-    runner.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await runner
+    await stopped(runner)
     crossing(state, "s1", 2, 2)
     closing = asyncio.create_task(committer.close())
     # While the files are held, close must not finish: it waits for them.
@@ -214,9 +215,7 @@ async def test_snapshots_cut_short_at_two_starts_in_a_row_lose_nothing(tmp_path:
     crashed = tmp_path / "crashed"
     shutil.copytree(first, crashed)  # what kill -9 leaves now
     store.gate.set()
-    runner.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await runner
+    await stopped(runner)
     await committer.close()
     store.journal.close()
 
@@ -237,9 +236,7 @@ async def test_snapshots_cut_short_at_two_starts_in_a_row_lose_nothing(tmp_path:
     await until(store.entered)
     assert restarted_totals(crashed, tmp_path) == {"s1": 7, "s2": 6}
     store.gate.set()
-    runner.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await runner
+    await stopped(runner)
     await committer.close()
     store.journal.close()
     assert restarted_totals(crashed, tmp_path) == {"s1": 7, "s2": 6}

@@ -13,22 +13,17 @@ import os
 import random
 import select
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from helpers.broker import MosquittoBroker
 from helpers.daemon import ALL_SUBSCRIPTIONS, Daemon, gateway_config, new_http_port
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.sim_publish import uplink_body, uplink_topic
+from helpers.line_stream import LineStream
 
 SENSORS = 40
 KILLS = 5
-T0 = 1_700_000_000
 
 
 def dev_eui(n: int) -> str:
@@ -41,58 +36,6 @@ def sensors_toml() -> str:
         f'dev_eui = "{dev_eui(n)}"\nregion_count = 4\nreport_interval = 60\n\n'
         for n in range(1, SENSORS + 1)
     )
-
-
-def line_report(i: int, n_in: int, n_out: int) -> bytes:
-    ts = (T0 + 60 * i).to_bytes(4, "little")
-    return b"\x0f\x85" + ts + b"\x05\xcc" + n_in.to_bytes(2, "little") + n_out.to_bytes(2, "little")
-
-
-class Stream:
-    """Reports to every sensor in turn at QoS 1; remembers what each was sent."""
-
-    def __init__(self, port: int) -> None:
-        self.rng = random.Random(9)
-        self.sent = {n: [0, 0] for n in range(1, SENSORS + 1)}
-        self.period = dict.fromkeys(range(1, SENSORS + 1), 0)
-        self.fcnt = 0
-        self._acked: set[int] = set()
-        self._cond = threading.Condition()
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id="snapshot-kill", clean_session=False
-        )
-        self.client.max_queued_messages_set(0)
-        self.client.on_publish = self._on_publish
-        self.client.connect("127.0.0.1", port, keepalive=5)
-        self.client.loop_start()
-
-    def _on_publish(self, _c: object, _u: object, mid: int, _rc: object, _p: object) -> None:
-        with self._cond:
-            self._acked.add(mid)
-            self._cond.notify_all()
-
-    def publish(self, count: int) -> list[int]:
-        mids = []
-        for _ in range(count):
-            n = self.rng.randint(1, SENSORS)
-            i = self.period[n]
-            self.period[n] += 1
-            self.fcnt += 1
-            n_in, n_out = self.rng.randint(0, 5), self.rng.randint(0, 5)
-            body = uplink_body("chirpstack", dev_eui(n), i + 1, line_report(i, n_in, n_out), 0)
-            topic = uplink_topic("chirpstack", dev_eui(n))
-            mids.append(self.client.publish(topic, body, qos=1).mid)
-            self.sent[n][0] += n_in
-            self.sent[n][1] += n_out
-        return mids
-
-    def wait_accepted(self, mids: list[int], timeout: float = 60) -> None:
-        with self._cond:
-            assert self._cond.wait_for(lambda: self._acked.issuperset(mids), timeout)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture
@@ -134,7 +77,7 @@ class DirectoryWatch:
 
 
 def wait_for_snapshot_write(
-    watch: DirectoryWatch, stream: Stream, files: int, timeout: float = 60
+    watch: DirectoryWatch, stream: LineStream, files: int, timeout: float = 60
 ) -> bool:
     """Keep reports flowing until the `files`-th snapshot file since the start is being
     written (so the kill lands in a start's first snapshot or a later one, which drops the
@@ -149,11 +92,15 @@ def wait_for_snapshot_write(
     return False
 
 
-def totals(daemon: Daemon) -> dict[int, list[int]]:
+def totals(daemon: Daemon) -> dict[str, list[int]]:
+    """Each sensor's totals in and out, by DevEUI."""
     out = {}
     for n in range(1, SENSORS + 1):
         values = daemon.values(f"s{n}")
-        out[n] = [int(values.get("gateway_total_in", 0)), int(values.get("gateway_total_out", 0))]
+        out[dev_eui(n)] = [
+            int(values.get("gateway_total_in", 0)),
+            int(values.get("gateway_total_out", 0)),
+        ]
     return out
 
 
@@ -172,7 +119,8 @@ def test_kill_9_inside_snapshot_writes_loses_and_doubles_nothing(
     daemon.start()
     watch = DirectoryWatch(tmp_path / "state" / "sensors")
     daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
-    stream = Stream(broker.port)
+    euis = [dev_eui(n) for n in range(1, SENSORS + 1)]
+    stream = LineStream(broker.port, euis, seed=9, client_id="snapshot-kill")
     rng = random.Random(3)
     hits = 0
     try:
@@ -183,7 +131,7 @@ def test_kill_9_inside_snapshot_writes_loses_and_doubles_nothing(
             daemon.start()
             daemon.wait_until(lambda: daemon.metric("vs121gw_mqtt_connected") == 1, what="MQTT")
         stream.wait_accepted(stream.publish(100))
-        expected = {n: list(v) for n, v in stream.sent.items()}
+        expected = {eui: list(v) for eui, v in stream.sent.items()}
         daemon.wait_until(lambda: totals(daemon) == expected, timeout=60, what="exact totals")
         assert daemon.stop() == 0
         daemon.start()
