@@ -13,7 +13,7 @@ import re
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -112,10 +112,25 @@ def test_journal_filling_the_volume_does_not_stop_acknowledgements(
         assert (volume / "state" / RESERVE).exists()
         assert "state volume:" in daemon.log_text()
         assert daemon.metric("vs121gw_state_free_bytes") > 0
-        fill(volume / "filler", leave=100 * 1024)  # room for a hundred-odd journal records
-        total = 400
-        for n in range(total):
+        fill(volume / "filler", leave=64 * 1024)  # room for some dozens of journal records
+        # One report at a time, each applied before the next, until the journal meets the full
+        # volume: every batch is then smaller than a page, so the append that fails had no page
+        # of its own to give back, and the snapshot that empties the journal can only be
+        # written in the reserve's room. (Larger batches free what they took when they fail,
+        # and the snapshot may fit there.)
+        total = 0
+
+        def applied(n: int) -> Callable[[], bool]:
+            return lambda: accepted(daemon) == n
+
+        while "cannot write state" not in daemon.log_text():
+            assert total < 400, "the journal never filled the volume"
+            pub.report(total)
+            total += 1
+            daemon.wait_until(applied(total), what=f"report {total} applied")
+        for n in range(total, total + 50):  # and on: acknowledgements go on as before
             pub.report(n)
+        total += 50
         daemon.wait_until(lambda: accepted(daemon) == total, timeout=60, what="all applied")
         daemon.wait_until(
             lambda: daemon.metric("vs121gw_state_write_failing") == 0, what="writes working"
