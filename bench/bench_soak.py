@@ -9,7 +9,8 @@ Starts mosquitto and the gateway (`vs121-gateway run`, its own process) on loopb
 - keeps `--attackers` HTTP connections open against the gateway, half idle and half dribbling a
   request header that never ends (slowloris), reopening whatever the gateway closes.
 Every 10 s it prints the gateway's RSS, open descriptors, HTTP ack p99/max and attacker state;
-at the end the exact expected and counted totals of every sensor, and the ack latencies.
+at the end the exact expected and counted totals of every sensor, the HTTP ack latencies the
+client saw, and the gateway's own acknowledgement-delay histogram for MQTT and HTTP.
 
     .venv/bin/python bench/bench_soak.py [--duration 600] [--rate 200] [--sensors 100]
 """
@@ -40,6 +41,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from bacnet_peer.harness import Peer, free_udp_port  # noqa: E402
 from helpers.broker import MosquittoBroker, free_port  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from gateway.sim_publish import uplink_body, uplink_topic  # noqa: E402
@@ -230,6 +232,27 @@ def metric(port: int, name: str, **labels: str) -> float:
         if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def ack_delays(port: int, source: str) -> str:
+    """The gateway's own acknowledgement-delay histogram for `source`: count, and the bucket
+    bounds its median and p99 fall under (the histogram's resolution, not exact values)."""
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(http_get(port, "/metrics")):
+        for s in family.samples:
+            if s.name == "vs121gw_ack_seconds_bucket" and s.labels.get("source") == source:
+                buckets.append((float(s.labels["le"]), s.value))
+    buckets.sort()
+    count = buckets[-1][1] if buckets else 0.0
+    if not count:
+        return f"{source}: none"
+
+    def under(q: float) -> str:
+        bound = next(le for le, n in buckets if n >= q * count)
+        return f"<= {bound * 1000:.0f} ms" if bound != float("inf") else "over the top bucket"
+
+    slow = count - next((n for le, n in buckets if le >= 0.1), count)
+    return f"{source} n={count:.0f}: median {under(0.5)}, p99 {under(0.99)}, over 100 ms {slow:.0f}"
 
 
 async def mqtt_load(
@@ -458,6 +481,10 @@ async def main() -> None:
                 f"HTTP ack latency (n={len(stats.acks)}): median "
                 f"{pct(stats.acks, 0.5) * 1000:.1f} ms, p99 {pct(stats.acks, 0.99) * 1000:.1f} "
                 f"ms, max {max(stats.acks, default=float('nan')) * 1000:.1f} ms"
+            )
+            print(
+                "gateway's own acknowledgement delays (vs121gw_ack_seconds): "
+                f"{ack_delays(ports['http'], 'mqtt')}; {ack_delays(ports['http'], 'http')}"
             )
             print(
                 f"Modbus reads {stats.modbus_reads} (errors {stats.modbus_errors}), BACnet reads "

@@ -27,6 +27,7 @@ from gateway.http_source import HttpServer
 from gateway.ingest import Ingest, IngestResult, Result
 from gateway.metrics import (
     GatewayMetrics,
+    ack_seconds,
     default_metrics,
     mqtt_metrics,
     refused_connections,
@@ -64,6 +65,7 @@ class Gateway:
         self.metrics: GatewayMetrics = default_metrics()
         self._mqtt_metrics = mqtt_metrics(self.metrics.registry)
         self.refused = refused_connections(self.metrics.registry)
+        self.acks = ack_seconds(self.metrics.registry)
         self.notifier = notifier or Notifier.from_env()
         self.state = GatewayState(
             [
@@ -275,6 +277,7 @@ class Gateway:
                 commands=self.commands.records,
                 on_refused=lambda: self.refused.inc(listener="http", reason="limit"),
                 problem=self.problem,
+                on_ack=lambda seconds: self.acks.observe(seconds, source="http"),
             )
             self.http.max_connections = fdlimit.connection_budget(
                 self._fd_limit, cfg.http.max_connections, what="http.max_connections"
@@ -284,7 +287,10 @@ class Gateway:
             self.web.warn_if_exposed()
         if cfg.mqtt.enabled:
             self.mqtt = MqttSource(
-                cfg.mqtt, on_connected=self._mqtt_connected, metrics_hook=self._mqtt_event
+                cfg.mqtt,
+                on_connected=self._mqtt_connected,
+                metrics_hook=self._mqtt_event,
+                on_ack=lambda seconds: self.acks.observe(seconds, source="mqtt"),
             )
             self.commands.mqtt = self.mqtt
             await self.mqtt.start()

@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,8 +61,10 @@ class HttpServer:
         on_refused: Callable[[], None] | None = None,
         problem: Callable[[], str | None] | None = None,
         routes: Callable[[web.Application], None] | None = None,
+        on_ack: Callable[[float], None] | None = None,
     ) -> None:
         self._cfg = cfg
+        self._on_ack = on_ack  # seconds from a report's arrival to its 200
         self._ingest = ingest
         self._metrics_text = metrics_text
         self._healthy = healthy
@@ -173,6 +176,7 @@ class HttpServer:
                 "HTTP %s: rejected: body not received within %g s", peer, self._cfg.body_timeout
             )
             return web.Response(status=408, text="body too slow\n", headers={"Connection": "close"})
+        arrived = time.monotonic()
         try:
             async with asyncio.timeout(self._cfg.ack_timeout):
                 result = await self._ingest(body, peer)
@@ -181,6 +185,8 @@ class HttpServer:
             why = self._problem() or "state not written yet"
             return web.Response(status=503, text=_one_line(f"not stored: {why}; retry") + "\n")
         status = _STATUS[result.result]
+        if status == 200 and self._on_ack is not None:
+            self._on_ack(time.monotonic() - arrived)
         text = result.result.value if status == 200 else f"{result.result.value}: {result.reason}"
         return web.Response(status=status, text=_one_line(text) + "\n")
 

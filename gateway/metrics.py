@@ -1,10 +1,10 @@
 """In-process metrics, kept by prometheus_client, served in the text exposition format 0.0.4.
 
-Counters, gauges (set directly, or computed by a callback at scrape time) and summaries without
-quantiles (_sum and _count). prometheus_client holds every value (thread-safe: the MQTT client
-thread counts too) in its own CollectorRegistry (`Registry.collector_registry`, usable with any
-of its exporters). This module adds what the gateway asks of a metric on top: label names and
-allowed label values checked on every update (a typo is an error, not a new series), a gauge
+Counters, gauges (set directly, or computed by a callback at scrape time), summaries without
+quantiles (_sum and _count) and histograms. prometheus_client holds every value (thread-safe: the
+MQTT client thread counts too) in its own CollectorRegistry (`Registry.collector_registry`, usable
+with any of its exporters). This module adds what the gateway asks of a metric on top: label names
+and allowed label values checked on every update (a typo is an error, not a new series), a gauge
 callback that fails reading NaN (and one log line) instead of breaking the scrape, and values read
 back by label. The text is prometheus_client's own exposition, without `_created` series.
 
@@ -270,6 +270,41 @@ class Summary(_Family):
         return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
 
 
+class Histogram(_Family):
+    """Observations counted into fixed buckets (cumulative `_bucket{le=...}`), with _sum and
+    _count: a dashboard's histogram_quantile() reads percentiles from them."""
+
+    kind = "histogram"
+    _suffixes: Mapping[str, str] = {"_sum": "_sum", "_count": "_count"}
+
+    def __init__(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Collection[str] = (),
+        allowed: Mapping[str, Collection[str]] | None = None,
+        *,
+        buckets: Collection[float],
+    ) -> None:
+        if "le" in labelnames:
+            raise ValueError(f"metric {name!r}: 'le' is reserved in a histogram")
+        self.buckets = tuple(sorted(buckets))
+        super().__init__(name, help_text, labelnames, allowed)
+
+    def _make(self) -> MetricWrapperBase:
+        return prom.Histogram(
+            self.name, self.help, self.labelnames, registry=None, buckets=self.buckets
+        )
+
+    def observe(self, value: float, /, **labels: str) -> None:
+        key = self._key(labels)
+        self._child(key).observe(value)  # type: ignore[attr-defined]
+
+    def sum_and_count(self, **labels: str) -> tuple[float, int]:
+        key = self._key(labels)
+        return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
+
+
 _F = TypeVar("_F", bound=_Family)
 
 
@@ -309,6 +344,17 @@ class Registry:
         allowed: Mapping[str, Collection[str]] | None = None,
     ) -> Summary:
         return self._add(Summary(name, help_text, labelnames, allowed))
+
+    def histogram(
+        self,
+        name: str,
+        help_text: str,
+        labelnames: Collection[str] = (),
+        allowed: Mapping[str, Collection[str]] | None = None,
+        *,
+        buckets: Collection[float],
+    ) -> Histogram:
+        return self._add(Histogram(name, help_text, labelnames, allowed, buckets=buckets))
 
     def _add(self, family: _F) -> _F:
         with self._lock:
@@ -498,6 +544,23 @@ def mqtt_metrics(registry: Registry) -> MqttMetrics:
             ("event",),
             allowed={"event": MQTT_FAULTS},
         ),
+    )
+
+
+ACK_SOURCES: Final = ("mqtt", "http")
+# From a loopback disk's few milliseconds to a stalled one's seconds.
+ACK_BUCKETS: Final = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+def ack_seconds(registry: Registry) -> Histogram:
+    """How long a message waited for its acknowledgement, which comes once its effect is on disk:
+    what a slow disk or a stalled loop costs the sources."""
+    return registry.histogram(
+        "vs121gw_ack_seconds",
+        "Seconds from a message's arrival to its acknowledgement (MQTT PUBACK, HTTP 200).",
+        ("source",),
+        allowed={"source": ACK_SOURCES},
+        buckets=ACK_BUCKETS,
     )
 
 

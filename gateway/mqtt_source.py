@@ -91,6 +91,7 @@ class MqttMessage:
     received_at: float
     dup: bool = False
     connection: int = 0
+    arrived: float | None = None  # time.monotonic() at arrival, for the acknowledgement's delay
 
 
 class MqttSource:
@@ -98,7 +99,8 @@ class MqttSource:
 
     `on_connected(bool)` runs in the event loop on each transition; "connected" means the broker
     has answered our subscriptions, so messages published from then on reach us.
-    `metrics_hook(name, amount)` runs in the event loop with the METRIC_* names.
+    `metrics_hook(name, amount)` runs in the event loop with the METRIC_* names; `on_ack(seconds)`
+    gets each acknowledgement's delay since the message arrived, in the thread that acks.
     Use from one event loop; `ack` and `publish` may be called from any thread.
     """
 
@@ -108,10 +110,12 @@ class MqttSource:
         *,
         on_connected: Callable[[bool], None] | None = None,
         metrics_hook: Callable[[str, int], None] | None = None,
+        on_ack: Callable[[float], None] | None = None,
     ) -> None:
         self._cfg = cfg
         self._on_connected = on_connected
         self._metrics = metrics_hook
+        self._on_ack = on_ack
         self._queue: asyncio.Queue[MqttMessage] = asyncio.Queue(maxsize=cfg.queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
@@ -191,10 +195,13 @@ class MqttSource:
         with self._ack_lock:
             client = self._client
             live = client is not None and msg.connection == self._link
-            if msg.qos and live and client is not None:
+            sent = bool(msg.qos and live and client is not None)
+            if sent and client is not None:
                 client.ack(msg.mid, msg.qos)
                 self._outstanding = max(0, self._outstanding - 1)
             idle = self._outstanding == 0
+        if sent and self._on_ack is not None and msg.arrived is not None:
+            self._on_ack(time.monotonic() - msg.arrived)
         if msg.qos and not live:
             log.debug("MQTT ack for mid %d not sent: its connection is gone", msg.mid)
         # Whatever the message, the last ack of a backlog is when dropped ones can be fetched.
@@ -466,6 +473,7 @@ class MqttSource:
             subscription=self._match(topic),
             received_at=time.time(),
             connection=self._link or 0,
+            arrived=time.monotonic(),
         )
         self._to_loop(self._enqueue, item)
 

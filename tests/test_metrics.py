@@ -54,6 +54,28 @@ def test_counter_gauge_summary_as_scraped() -> None:
     }
 
 
+def test_histogram_as_scraped() -> None:
+    r = Registry()
+    h = r.histogram("demo_ack_seconds", "Ack delay.", ("source",), buckets=(0.01, 0.1, 1.0))
+    for seconds in (0.005, 0.05, 0.05, 3.0):
+        h.observe(seconds, source="mqtt")
+    text = r.render()
+    assert "# TYPE demo_ack_seconds histogram" in text.splitlines()
+    got = _scraped(text)
+    buckets = {
+        dict(labels)["le"]: value
+        for (name, labels), value in got.items()
+        if name == "demo_ack_seconds_bucket"
+    }
+    assert buckets == {"0.01": 1, "0.1": 3, "1.0": 3, "+Inf": 4}  # cumulative
+    assert got[("demo_ack_seconds_count", (("source", "mqtt"),))] == 4
+    total, count = h.sum_and_count(source="mqtt")
+    assert (round(total, 6), count) == (3.105, 4)
+    assert h.sum_and_count(source="http") == (0.0, 0)
+    with pytest.raises(ValueError, match="'le' is reserved"):
+        r.histogram("other_seconds", "Other.", ("le",), buckets=(1.0,))
+
+
 def test_label_values_are_escaped() -> None:
     r = Registry()
     c = r.counter("demo_total", "Demo.", ("sensor",))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,3 +152,31 @@ def test_queue_overflow_counted(tmp_path: Path, mqtt_broker: MosquittoBroker) ->
     finally:
         pub.close()
         daemon.stop()
+
+
+def test_acknowledgement_delays_are_observed(gateway: Daemon, publisher: Publisher) -> None:
+    report = json.loads((DATA / "region_interval_counts.json").read_text())
+    publisher.send("vs121p/foyer", json.dumps(report).encode())
+    gateway.wait_until(
+        lambda: gateway.metric("vs121gw_ack_seconds_count", source="mqtt") == 1,
+        what="MQTT acknowledgement observed",
+    )
+    assert gateway.metric("vs121gw_ack_seconds_sum", source="mqtt") > 0
+    assert gateway.metric("vs121gw_ack_seconds_bucket", source="mqtt", le="+Inf") == 1
+    # QoS 0 has nothing to acknowledge: applied, and not observed.
+    later = dict(report, time_info=dict(report["time_info"], end_time="2022/11/02 10:00:00"))
+    publisher.send("vs121p/foyer", json.dumps(later).encode(), qos=0)
+    gateway.wait_until(
+        lambda: (
+            gateway.metric("vs121gw_messages_total", source="mqtt:vs121p", outcome="accepted") == 2
+        ),
+        what="QoS 0 report applied",
+    )
+    assert gateway.metric("vs121gw_ack_seconds_count", source="mqtt") == 1
+    # HTTP: observed before the 200 is sent.
+    line = (DATA / "line_interval.json").read_bytes()
+    post = urllib.request.Request(f"http://127.0.0.1:{gateway.http_port}/vs121p", data=line)
+    with urllib.request.urlopen(post, timeout=10) as answer:
+        assert answer.status == 200
+    assert gateway.metric("vs121gw_ack_seconds_count", source="http") == 1
+    assert gateway.metric("vs121gw_ack_seconds_sum", source="http") > 0
