@@ -3,6 +3,11 @@ side by side with bacnet-stack's bacserv, a full poll of every object, Object_Li
 and what back-to-back polling does to COV notifications and HTTP ingest acks.
 
 Run: .venv/bin/python bench/bench_bacnet_floor.py [--sensors 1000] [--rounds 3] [-n 1000]
+     [--foreign]
+
+`--foreign` measures the round trips with the gateway registered as a foreign device of a BBMD
+(a second bacserv, which bacnet-stack builds with BBMD support; bacpypes3's BBMD from
+tests/bacnet_peer/bbmd.py without the floor), polled directly as a BMS on another subnet does.
 
 Environment:
   BACSERV     bacnet-stack's demo server (default: bacnet-stack/bin/bacserv beside the repository
@@ -256,18 +261,29 @@ class GatewayProcess:
 
 
 class Daemon(GatewayProcess):
-    """The gateway with `sensors` VS121-P sensors, BACnet on `bacnet_port`, HTTP ingest."""
+    """The gateway with `sensors` VS121-P sensors, BACnet on `bacnet_port`, HTTP ingest; a
+    foreign device of the BBMD on 127.0.0.1:`bbmd_port` when that is given."""
 
-    def __init__(
-        self, workdir: Path, sensors: int, regions: int, bacnet_port: int, http_port: int
+    def __init__(  # noqa: PLR0917  (one call per section, all numbers)
+        self,
+        workdir: Path,
+        sensors: int,
+        regions: int,
+        bacnet_port: int,
+        http_port: int,
+        bbmd_port: int | None = None,
     ) -> None:
         self.http_port = http_port
+        bbmd = (
+            ""
+            if bbmd_port is None
+            else f'[bacnet.bbmd]\naddress = "127.0.0.1"\nport = {bbmd_port}\n'
+        )
         super().__init__(
             workdir,
             f'[gateway]\nstate_dir = "{workdir / "state"}"\nlog_level = "warning"\n'
             f'[bacnet]\naddress = "127.0.0.1/8"\nport = {bacnet_port}\n'
-            f"device_instance = {DEVICE}\n"
-            "[modbus.tcp]\nenabled = false\n"
+            f"device_instance = {DEVICE}\n" + bbmd + "[modbus.tcp]\nenabled = false\n"
             f'[http]\nhost = "127.0.0.1"\nport = {http_port}\n' + sensor_config(sensors, regions),
         )
 
@@ -558,6 +574,57 @@ def start_bacserv(path: Path, port: int) -> subprocess.Popen[bytes]:
     return process
 
 
+# -- a BBMD for --foreign ---------------------------------------------------------------------
+
+REGISTERED_WITHIN_S = 20.0
+
+
+def start_bbmd(bacserv: Path | None, port: int) -> subprocess.Popen[bytes]:
+    """bacserv accepts foreign-device registrations (bacnet-stack builds it with BBMD support);
+    without it, bacpypes3's BBMD from the tests."""
+    if bacserv is not None:
+        return start_bacserv(bacserv, port)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "bacnet_peer" / "bbmd.py"), "--port", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    if not process.stdout.readline():
+        raise SystemExit("bacpypes3's BBMD did not start")
+    return process
+
+
+def foreign_devices(bbmd_port: int) -> list[tuple[str, int]]:
+    """The BBMD's foreign device table (Read-Foreign-Device-Table, Annex J.2.4)."""
+    client = RawClient(("127.0.0.1", bbmd_port), timeout=0.5)
+    try:
+        client.sock.sendto(b"\x81\x06\x00\x04", client.server)
+        data = client.sock.recv(65535)
+    except TimeoutError:
+        return []
+    finally:
+        client.close()
+    if data[:2] != b"\x81\x07":
+        return []
+    entries = data[4:]
+    return [
+        (socket.inet_ntoa(entries[i : i + 4]), int.from_bytes(entries[i + 4 : i + 6], "big"))
+        for i in range(0, len(entries) - 9, 10)
+    ]
+
+
+def wait_registered(bbmd_port: int, gw_port: int) -> None:
+    deadline = time.monotonic() + REGISTERED_WITHIN_S
+    while ("127.0.0.1", gw_port) not in foreign_devices(bbmd_port):
+        if time.monotonic() > deadline:
+            raise SystemExit(
+                f"the gateway did not register with the BBMD within {REGISTERED_WITHIN_S:.0f} s"
+            )
+        time.sleep(0.1)
+
+
 # -- main -------------------------------------------------------------------------------------
 
 
@@ -585,9 +652,17 @@ def ratio_section(
     shared client reads the whole Object_List first, which must fit its segment limit."""
     misses = []
     gw_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
-    daemon = Daemon(work / "small", 2, 16, gw_port, http_port)
+    bbmd = None
+    bbmd_port = free_port() if args.foreign else None
+    if bbmd_port is not None:
+        bbmd = start_bbmd(bacserv, bbmd_port)
+    daemon = Daemon(work / "small", 2, 16, gw_port, http_port, bbmd_port)
     floor = None
     try:
+        if bbmd_port is not None:
+            wait_registered(bbmd_port, gw_port)
+            kind = "bacserv" if bacserv is not None else "bacpypes3"
+            print(f"gateway registered as a foreign device with a BBMD ({kind}) on {bbmd_port}")
         floor_port = None
         if bacserv is not None:
             floor_port = free_port()
@@ -597,12 +672,15 @@ def ratio_section(
         res = rtt_rounds(rtt, floor_port, gw_port, args, work / "rtt.jsonl")
     finally:
         daemon.stop()
-        if floor is not None:
-            floor.terminate()
-            floor.wait(10)
+        for process in (floor, bbmd):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
+    mode = "gateway as a foreign device" if args.foreign else "gateway on the normal link"
     print(
-        f"Round trips, one at a time, raw client, n={args.n} per round, {args.rounds} rounds "
-        "interleaved (median of the rounds' values; RPM = 50 analog-input present values), "
+        f"Round trips ({mode}), one at a time, raw client, n={args.n} per round, "
+        f"{args.rounds} rounds interleaved (median of the rounds' values; "
+        "RPM = 50 analog-input present values), "
         f"machine load {load_average()}:"
     )
     print("request  metric      bacserv ms  gateway ms   gateway/bacserv")
@@ -730,6 +808,12 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=50.0, help="HTTP posts per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="per load phase")
     parser.add_argument("--no-floor", action="store_true", help="skip bacserv")
+    parser.add_argument("--netns", default=None, help="name of the network namespace made")
+    parser.add_argument(
+        "--foreign",
+        action="store_true",
+        help="round trips with the gateway a foreign device of a BBMD (started here)",
+    )
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--poller", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
@@ -755,7 +839,7 @@ def main() -> int:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         print("floor skipped: bacserv must run in a network namespace (needs root and `ip`)")
         return inside(args, None, rtt)
-    namespace = f"bench-bacnet-{os.getpid()}"
+    namespace = args.netns or f"bench-bacnet-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", namespace], check=True)
     try:
         subprocess.run(

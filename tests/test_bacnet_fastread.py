@@ -5,15 +5,24 @@ served property of every object of the catalog in every state (in process, bacpy
 the expected reply), and over the wire against the same server with the fast path switched off.
 Dispatch: malformed requests get the Reject a BACnet device gives, confirmed requests sent to a
 broadcast address are ignored, and device instance 4194303 stands for the local device.
+
+Every test over the wire runs twice: on the normal link layer, and as a foreign device
+registered with a BBMD (bacpypes3's, in another process), where a BMS on another subnet polls
+the gateway directly with the same unicast requests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from bacnet_peer.harness import Peer, free_udp_port
 from bacnet_peer.netns import Lab, NetnsUnavailableError
 from bacnet_peer.rig import DEVICE_INSTANCE, Rig
@@ -30,6 +39,7 @@ from bacpypes3.constructeddata import Any as AnyValue
 from gateway.bacnet.eventstate import EventRecord
 from gateway.bacnet.fastread import FastReader, raw_identifier
 from gateway.bacnet.objects import PointObject, build_objects
+from gateway.settings import BbmdSection
 from objects.catalog import Model
 from objects.pointmap import SensorSpec, resolve
 
@@ -158,6 +168,25 @@ def test_what_the_fast_path_does_not_know_is_left_to_the_library() -> None:
 
 
 # -- over the wire -------------------------------------------------------------------------------
+
+TTL = 60  # seconds; longer than a test, so no renewal falls inside one
+
+
+@pytest_asyncio.fixture(params=["normal", "foreign"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    """The gateway on the normal link layer, or as a foreign device of a BBMD."""
+    async with contextlib.AsyncExitStack() as stack:
+        bacnet: dict[str, Any] = {}
+        if request.param == "foreign":
+            bbmd = await Peer.start("bbmd.py")
+            stack.push_async_callback(bbmd.stop)
+            bacnet["bbmd"] = BbmdSection(address="127.0.0.1", port=bbmd.port, ttl=TTL)
+        r = Rig(tmp_path, **bacnet)
+        await r.start()
+        stack.push_async_callback(r.stop)
+        if request.param == "foreign":
+            assert await r.fd_change(within=10) is True
+        yield r
 
 
 def confirmed(service: int, body: bytes, invoke: int = 7, *, bvlc: int = 0x0A) -> str:
@@ -359,6 +388,10 @@ def fallbacks(rig: Rig) -> dict[str, tuple[str, int | None]]:
             bytes.fromhex(request(12, pv, 14))[:3].hex() + "ff" + request(12, pv, 14)[8:],
             None,
         ),
+        "an Original-Broadcast-NPDU sent to the device": (
+            "810b" + request(12, pv, 15)[4:],
+            None,  # a confirmed request as a broadcast: ignored (a foreign device drops it)
+        ),
     }
 
 
@@ -427,6 +460,128 @@ async def test_a_unicast_frame_sent_to_the_broadcast_address_is_ignored(
         assert got == []
     rig.server.set_fast_reads(True)
     assert rig.server.socket_reads == before
+
+
+# -- as a foreign device: every registration state, and what the BBMD forwards -----------------
+
+SHORT_TTL = 2  # seconds; the configuration allows 30 at least, tests bypass that for speed
+
+
+async def served_both_ways(rig: Rig, client: Peer, packets: list[str]) -> list[str]:
+    """The replies with fast reads on (all answered at the socket) and off (none), compared."""
+    before = rig.server.socket_reads
+    fast = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=packets)
+    assert rig.server.socket_reads == before + len(packets), "not answered at the socket"
+    rig.server.set_fast_reads(False)
+    try:
+        slow = await client.call("exchange", host="127.0.0.1", port=rig.port, packets=packets)
+    finally:
+        rig.server.set_fast_reads(True)
+    assert rig.server.socket_reads == before + len(packets)
+    assert None not in fast
+    assert fast == slow
+    return list(fast)
+
+
+@pytest.mark.asyncio
+async def test_a_foreign_device_answers_direct_reads_at_the_socket_in_every_registration_state(
+    tmp_path: Path, client: Peer
+) -> None:
+    """bacpypes3's foreign link passes an Original-Unicast-NPDU up whatever the registration
+    state (bacpypes3/ipv4/service.py, BIPForeign.confirmation), so a BMS polling directly is
+    answered before the first registration, while registered and after it lapsed: the shortcut
+    answers in all three, with the same bytes."""
+    bbmd_port = free_udp_port()
+    rig = Rig(
+        tmp_path,
+        bbmd=BbmdSection.model_construct(address="127.0.0.1", port=bbmd_port, ttl=SHORT_TTL),
+    )
+    bbmd: Peer | None = None
+    try:
+        await rig.start()
+        rig.report("lobby", {"people_count_all": 7, "region_1": 1})
+        every = [raw_identifier(o) for o in rig_objects(rig)]
+        packets = [
+            request(12, rp_body(every[0], 85), 1),
+            request(14, rpm_body(every[:50], [85]), 2),
+        ]
+        assert rig.server.fd_registered is False  # nobody at the BBMD's address yet
+        never = await served_both_ways(rig, client, packets)
+
+        bbmd = await Peer.start("bbmd.py", bbmd_port)
+        assert await rig.fd_change(within=15) is True
+        assert await served_both_ways(rig, client, packets) == never
+
+        await bbmd.stop()
+        bbmd = None
+        assert await rig.fd_change(within=SHORT_TTL + 10) is False
+        assert await served_both_ways(rig, client, packets) == never
+    finally:
+        await rig.stop()
+        if bbmd is not None:
+            await bbmd.stop()
+
+
+# BVLL functions (Annex J.2).
+REGISTER_FOREIGN_DEVICE = 0x05
+DISTRIBUTE_BROADCAST_TO_NETWORK = 0x09
+
+
+def bvll(function: int, payload: bytes) -> bytes:
+    return struct.pack("!BBH", 0x81, function, 4 + len(payload)) + payload
+
+
+async def receive(sock: socket.socket, sender: str, within: float) -> list[bytes]:
+    """Every datagram `sock` receives from `sender` (host:port) within `within` seconds."""
+    loop = asyncio.get_running_loop()
+    got = []
+    deadline = loop.time() + within
+    while (left := deadline - loop.time()) > 0:
+        try:
+            data, addr = await asyncio.wait_for(loop.sock_recvfrom(sock, 65535), left)
+        except TimeoutError:
+            break
+        if f"{addr[0]}:{addr[1]}" == sender:  # the BBMD's own device answers too
+            got.append(data)
+    return got
+
+
+@pytest.mark.asyncio
+async def test_reads_the_bbmd_forwards_go_through_bacpypes3(tmp_path: Path) -> None:
+    """A read broadcast through the BBMD reaches the gateway as a Forwarded-NPDU: bacpypes3
+    treats it as a broadcast and a confirmed request sent as a broadcast gets no answer. The
+    shortcut must not answer it either; a Who-Is sent the same way shows the path is live."""
+    async with contextlib.AsyncExitStack() as stack:
+        bbmd = await Peer.start("bbmd.py")
+        stack.push_async_callback(bbmd.stop)
+        rig = Rig(tmp_path, bbmd=BbmdSection(address="127.0.0.1", port=bbmd.port, ttl=TTL))
+        stack.push_async_callback(rig.stop)
+        await rig.start()
+        assert await rig.fd_change(within=10) is True
+        rig.report("lobby", {"people_count_all": 7})
+        # A bare foreign device of the same BBMD (hand-encoded BVLL on its own socket).
+        sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        target = ("127.0.0.1", bbmd.port)
+        sock.sendto(bvll(REGISTER_FOREIGN_DEVICE, struct.pack("!H", TTL)), target)
+        assert await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 64), 5) == (
+            b"\x81\x00\x00\x06\x00\x00"  # Result: registered
+        )
+        people = raw_identifier(rig_objects(rig)[0])
+        npdu = bytes.fromhex(request(12, rp_body(people, 85), 5))[4:]
+        for fast in (True, False):
+            rig.server.set_fast_reads(fast)
+            before = rig.server.socket_reads
+            sock.sendto(bvll(DISTRIBUTE_BROADCAST_TO_NETWORK, npdu), target)
+            assert await receive(sock, rig.address, 1.0) == [], fast
+            assert rig.server.socket_reads == before
+        rig.server.set_fast_reads(True)
+        who_is = bytes([0x01, 0x00, 0x10, 0x08])
+        sock.sendto(bvll(DISTRIBUTE_BROADCAST_TO_NETWORK, who_is), target)
+        i_am = [d for d in await receive(sock, rig.address, 2.0) if d[6:9] == b"\x10\x00\xc4"]
+        assert len(i_am) == 1
+        assert struct.unpack("!I", i_am[0][9:13])[0] == objid(8, DEVICE_INSTANCE)
 
 
 # -- rejects ------------------------------------------------------------------------------------

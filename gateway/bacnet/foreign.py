@@ -12,7 +12,8 @@ tries again. So this link layer drives registration itself and never calls the s
 
 The stock link layer still does the packet work (Distribute-Broadcast-To-Network for our
 broadcasts, Forwarded-NPDU from the BBMD); it reads `bbmdAddress`, `bbmdRegistrationStatus` and
-`_registration_event`, which this class keeps in step.
+`_registration_event`, which this class keeps in step. Its datagram server is fastlink.py's:
+plain reads sent straight to the gateway are answered at the socket, as on the normal link.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bacpypes3.ipv4.bvll import RegisterForeignDevice, Result
-from bacpypes3.ipv4.link import ForeignLinkLayer
 from bacpypes3.pdu import IPv4Address
+
+from gateway.bacnet.fastlink import FastForeignLinkLayer
 
 log = logging.getLogger("gateway.bacnet")
 
@@ -33,7 +35,7 @@ STATUS_REGISTERED = 0
 STATUS_IN_PROGRESS = -1  # bacpypes3's code: broadcasts wait briefly for the registration
 
 
-class SupervisedForeignLink(ForeignLinkLayer):  # type: ignore[misc]  # bacpypes3 is untyped
+class SupervisedForeignLink(FastForeignLinkLayer):
     """A foreign-device link layer whose registration survives BBMD outages of any length."""
 
     def __init__(

@@ -30,7 +30,7 @@ from gateway.bacnet.device import (
     object_set_digest,
 )
 from gateway.bacnet.events import EventManager, reports_events
-from gateway.bacnet.fastlink import FastNormalLinkLayer
+from gateway.bacnet.fastlink import FastNormalLinkLayer, SocketReads
 from gateway.bacnet.foreign import SupervisedForeignLink
 from gateway.bacnet.notification import NotificationClass, build_notification_class
 from gateway.bacnet.objects import PROFILES, PointObject, build_objects
@@ -158,7 +158,7 @@ class BacnetServer:
     def socket_reads(self) -> int:
         """Reads answered at the socket, below bacpypes3's stack (see fastlink.py)."""
         link = self._link
-        return link.reads_served if isinstance(link, FastNormalLinkLayer) else 0
+        return link.reads_served if isinstance(link, SocketReads) else 0
 
     def object_for(self, sensor_id: str, key: str) -> PointObject | None:
         return self._by_sensor.get(sensor_id, {}).get(key)
@@ -260,8 +260,7 @@ class BacnetServer:
                 on_change=self._fd_changed,
             )
         app.add_network_port(self._network_port, self._link, address)
-        if isinstance(self._link, FastNormalLinkLayer):
-            self._link.answer_reads(app.asap)  # plain reads answered at the socket
+        self._link.answer_reads(app.asap)  # plain reads answered at the socket
         self._app = app
         self._object_list = [
             device.objectIdentifier,
