@@ -237,6 +237,15 @@ class SocketReads:
 
     server: FastDatagramServer
 
+    def _wire(self, local_address: IPv4Address) -> None:
+        # bacpypes3's link constructors build (and bind) a stock server; ours wire the same
+        # pieces around a `FastDatagramServer` instead.
+        self.codec = BVLLCodec()
+        self.multiplexer = UDPMultiplexer()
+        self.server = FastDatagramServer(local_address)
+        bind(self, self.codec, self.multiplexer.annexJ)
+        bind(self.multiplexer, self.server)
+
     def answer_reads(self, asap: Any | None) -> None:
         """Serve plain reads from the socket through `asap` (None: never)."""
         self.server.responder = None if asap is None else FastResponder(asap)
@@ -252,14 +261,8 @@ class FastNormalLinkLayer(SocketReads, NormalLinkLayer):  # type: ignore[misc]  
     """bacpypes3's normal BACnet/IP link layer over a `FastDatagramServer`."""
 
     def __init__(self, local_address: IPv4Address) -> None:
-        # The stock constructor builds (and binds) its own server; this one wires the same
-        # pieces around ours.
         BIPNormal.__init__(self)
-        self.codec = BVLLCodec()
-        self.multiplexer = UDPMultiplexer()
-        self.server = FastDatagramServer(local_address)
-        bind(self, self.codec, self.multiplexer.annexJ)
-        bind(self.multiplexer, self.server)
+        self._wire(local_address)
 
 
 class FastForeignLinkLayer(SocketReads, ForeignLinkLayer):  # type: ignore[misc]  # untyped base
@@ -270,9 +273,5 @@ class FastForeignLinkLayer(SocketReads, ForeignLinkLayer):  # type: ignore[misc]
     answers in every state as bacpypes3 would."""
 
     def __init__(self, local_address: IPv4Address) -> None:
-        BIPForeign.__init__(self)  # as FastNormalLinkLayer: the stock one binds its own server
-        self.codec = BVLLCodec()
-        self.multiplexer = UDPMultiplexer()
-        self.server = FastDatagramServer(local_address)
-        bind(self, self.codec, self.multiplexer.annexJ)
-        bind(self.multiplexer, self.server)
+        BIPForeign.__init__(self)
+        self._wire(local_address)
