@@ -20,6 +20,9 @@ The rules, applied to each direction separately:
   stretches adds nothing.
 - When a stretch is settled, the provisional triggers wholly inside it are taken first, then
   those whose window straddles its edge, up to what the report says; it adds only the rest.
+  A neighbour settled earlier that took a trigger across their common edge while one that can
+  only be its own is still pending swaps the two, so the batch sent just after a period's end
+  is not counted again by the next period.
 - Accumulated counters are the sensor's ground truth between two readings: they repair periodic
   reports that were lost. A counter that went down is a wrap (16 bits on the LoRaWAN model,
   32 on the VS121-P) when it was near the top and the result agrees with the period's own report,
@@ -67,7 +70,7 @@ class Span:
     kind: str  # "p" periodic report, "a" accumulated counters
     exact: bool  # placed by the sensor's own time
     history: bool
-    # Triggers it took that straddle its start, which an earlier stretch settled later may claim.
+    # Triggers it took across its start or end, which a neighbour settled later may claim.
     # A tuple, empty for almost every stretch: no list object per stretch for the garbage
     # collector to walk (a site keeps thousands of stretches per sensor).
     borrowed: tuple[Pending, ...] = ()
@@ -386,7 +389,8 @@ class LineLedger:
             took_out += t_out
             p.n_in -= t_in
             p.n_out -= t_out
-            if self._window(p)[0] < span.start and len(span.borrowed) < BORROWED_KEPT:
+            lo, hi = self._window(p)
+            if (lo < span.start or hi > span.end) and len(span.borrowed) < BORROWED_KEPT:
                 span.borrowed += (Pending(p.received, p.sensor_time, t_in, t_out),)
         self.pending = [p for p in self.pending if p.n_in or p.n_out]
         return took_in, took_out
@@ -403,8 +407,9 @@ class LineLedger:
                 continue
             x_in = x_out = 0
             for b in s.borrowed:
-                if self._window(b)[0] >= span.end:
-                    continue
+                lo = self._window(b)[0]
+                if lo >= span.end or lo >= s.start:
+                    continue  # not across the common edge (one across the follower's end)
                 t_in = min(b.n_in, need_in - got_in - x_in)
                 t_out = min(b.n_out, need_out - got_out - x_out)
                 b.n_in -= t_in
@@ -422,6 +427,42 @@ class LineLedger:
             s.credit_out += d_out
             self.total_in += d_in
             self.total_out += d_out
+        s_in, s_out = self._swap_back(span, need_in - got_in, need_out - got_out)
+        return got_in + s_in, got_out + s_out
+
+    def _swap_back(self, span: Span, need_in: int, need_out: int) -> tuple[int, int]:
+        """The stretch before this one may have taken a batch sent just after its end (placed
+        by arrival, its stretch can reach past the sensor's period end) while a trigger that
+        can only be its own is still pending. It takes that one instead, and gives this
+        stretch the batch's share: a swap, so no count moves. Only a swap: whether the batch
+        was the earlier stretch's cannot be told, and giving it back unswapped would leave that
+        stretch crediting crossings no later trigger of this stretch could use, counting them
+        twice."""
+        got_in = got_out = 0
+        reach = BATCH_S + 2 * SLACK_S
+        for s in list(self._overlapping(span.start - reach, span.start)):
+            if s.end > span.start or not s.borrowed:
+                continue
+            overlapping = [
+                b
+                for b in s.borrowed
+                if self._window(b)[0] < span.end and self._window(b)[1] > span.start
+            ]
+            a_in = min(need_in - got_in, sum(b.n_in for b in overlapping))
+            a_out = min(need_out - got_out, sum(b.n_out for b in overlapping))
+            if not (a_in or a_out):
+                continue
+            r_in, r_out = self._absorb(s, a_in, a_out, self._inner(s))
+            x_in, x_out = min(r_in, a_in), min(r_out, a_out)
+            got_in += x_in
+            got_out += x_out
+            for b in overlapping:
+                t_in, t_out = min(b.n_in, x_in), min(b.n_out, x_out)
+                b.n_in -= t_in
+                b.n_out -= t_out
+                x_in -= t_in
+                x_out -= t_out
+            s.borrowed = tuple(b for b in s.borrowed if b.n_in or b.n_out)
         return got_in, got_out
 
     def _inner(self, span: Span) -> list[Span]:

@@ -237,3 +237,38 @@ def test_restart_keeps_pending_triggers_and_credit() -> None:
     feed2.n = 100
     feed2.send(T0 + 1210, line_in=1, line_out=0)
     assert feed2.totals() == (2, 0)
+
+
+def test_batch_straddling_a_period_end_is_not_counted_again_by_the_next_period() -> None:
+    # The sensor's own clock is unknown (no report states its time). Period (0, 600] holds
+    # crossings at 1 ... 6, 586, 599 and 600; period (600, 1200] holds 601, 602, 603, 618, 619.
+    # Triggers: 1 at 1, 5 at 16 (the batch), 1 at 586, and 3 at 601: the batch of 599, 600
+    # and 601, across the period end. The periodic report for (0, 600] arrives a second late,
+    # so on the gateway's clock its stretch is (1, 601]: the trigger at 1 falls before it and
+    # the batch at 601 inside it. The next periods' triggers are lost.
+    feed = Feed(make())
+    feed.send(T0 + 1, line_in=1, line_out=0)
+    feed.send(T0 + 16, line_in=5, line_out=0)
+    feed.send(T0 + 586, line_in=1, line_out=0)
+    feed.send(T0 + 601, line_in=3, line_out=0)
+    feed.send(T0 + 601, people_in=9, people_out=0)
+    assert feed.totals() == (10, 0)
+    feed.send(T0 + 1200, people_in=5, people_out=0)
+    assert feed.totals() == (14, 0)  # 601 was counted by its trigger already
+    feed.send(T0 + 1800, people_in=1, people_out=0)
+    assert feed.totals() == (15, 0)
+
+
+def test_batch_wholly_before_a_period_end_stays_with_that_period() -> None:
+    # The batch at 600 holds 598, 599 and 600, all in (0, 600]; the next period's crossings at
+    # 601, 999 and 1000 have their triggers lost but for the batch sent at 1014 (1000). With
+    # no trigger of (0, 600] left pending, nothing may be swapped: (600, 1200] credits its 3,
+    # and the late batch uses that credit.
+    feed = Feed(make())
+    feed.send(T0 + 600, line_in=3, line_out=0)
+    feed.send(T0 + 600, people_in=12, people_out=0)
+    assert feed.totals() == (12, 0)
+    feed.send(T0 + 1200, people_in=3, people_out=0)
+    assert feed.totals() == (15, 0)
+    feed.send(T0 + 1214, line_in=1, line_out=0)
+    assert feed.totals() == (15, 0)
