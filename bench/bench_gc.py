@@ -9,7 +9,8 @@ prints, per run:
 
 - the objects the cycle collector still tracks after a full collection, in all and per ledger;
 - how long one full `gc.collect()` then takes (the pause every acknowledgement waits for);
-- `to_json` and `load_json` per ledger, and the resident memory per ledger.
+- `to_json` and `load_json` per ledger, and the resident memory per ledger;
+and, once, the time the ledger itself took per period of reports while it was filled.
 
     .venv/bin/python bench/bench_gc.py [--sensors 1000] [--rounds 3]
 
