@@ -231,11 +231,11 @@ class Gauge(_Family):
         return [s for s in out if s[1] not in failed]
 
 
-class Summary(_Family):
-    """Observations as a running sum and count (no quantiles): enough for averages and rates."""
+class _Observed(_Family):
+    """Observations kept as a running _sum and _count (and whatever the kind adds)."""
 
-    kind = "summary"
     _suffixes: Mapping[str, str] = {"_sum": "_sum", "_count": "_count"}
+    _reserved: str  # the label name the exposition adds to this kind's samples
 
     def __init__(
         self,
@@ -244,16 +244,27 @@ class Summary(_Family):
         labelnames: Collection[str] = (),
         allowed: Mapping[str, Collection[str]] | None = None,
     ) -> None:
-        if "quantile" in labelnames:
-            raise ValueError(f"metric {name!r}: 'quantile' is reserved in a summary")
+        if self._reserved in labelnames:
+            raise ValueError(f"metric {name!r}: {self._reserved!r} is reserved in a {self.kind}")
         super().__init__(name, help_text, labelnames, allowed)
-
-    def _make(self) -> MetricWrapperBase:
-        return prom.Summary(self.name, self.help, self.labelnames, registry=None)
 
     def observe(self, value: float, /, **labels: str) -> None:
         key = self._key(labels)
         self._child(key).observe(value)  # type: ignore[attr-defined]
+
+    def sum_and_count(self, **labels: str) -> tuple[float, int]:
+        key = self._key(labels)
+        return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
+
+
+class Summary(_Observed):
+    """Observations as a running sum and count (no quantiles): enough for averages and rates."""
+
+    kind = "summary"
+    _reserved = "quantile"
+
+    def _make(self) -> MetricWrapperBase:
+        return prom.Summary(self.name, self.help, self.labelnames, registry=None)
 
     @contextmanager
     def time(self, **labels: str) -> Iterator[None]:
@@ -265,17 +276,13 @@ class Summary(_Family):
         finally:
             self.observe(perf_counter() - start, **labels)
 
-    def sum_and_count(self, **labels: str) -> tuple[float, int]:
-        key = self._key(labels)
-        return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
 
-
-class Histogram(_Family):
+class Histogram(_Observed):
     """Observations counted into fixed buckets (cumulative `_bucket{le=...}`), with _sum and
     _count: a dashboard's histogram_quantile() reads percentiles from them."""
 
     kind = "histogram"
-    _suffixes: Mapping[str, str] = {"_sum": "_sum", "_count": "_count"}
+    _reserved = "le"
 
     def __init__(
         self,
@@ -286,23 +293,13 @@ class Histogram(_Family):
         *,
         buckets: Collection[float],
     ) -> None:
-        if "le" in labelnames:
-            raise ValueError(f"metric {name!r}: 'le' is reserved in a histogram")
-        self.buckets = tuple(sorted(buckets))
+        self.buckets = tuple(sorted(buckets))  # before _make, which the base calls
         super().__init__(name, help_text, labelnames, allowed)
 
     def _make(self) -> MetricWrapperBase:
         return prom.Histogram(
             self.name, self.help, self.labelnames, registry=None, buckets=self.buckets
         )
-
-    def observe(self, value: float, /, **labels: str) -> None:
-        key = self._key(labels)
-        self._child(key).observe(value)  # type: ignore[attr-defined]
-
-    def sum_and_count(self, **labels: str) -> tuple[float, int]:
-        key = self._key(labels)
-        return self._value(key, "_sum", 0.0), int(self._value(key, "_count", 0.0))
 
 
 _F = TypeVar("_F", bound=_Family)
